@@ -1,0 +1,265 @@
+"""The billing guard: what the CLI reported -> allow, refuse, or allow with a warning.
+
+Three checkpoints, in the order a prompt meets them (``claude-cli.md`` §3):
+
+1. before anything is sent: the ``initialize`` answer (``account``, ``auth_conflict``) names the
+   credential the CLI will use; only a claude.ai subscription passes, unless the user opted in to API
+   billing;
+2. ``system/init.apiKeySource`` must be ``"none"`` (an API key would show here);
+3. a ``rate_limit_event`` (sent for subscription credentials only) confirms the route; with
+   ``isUsingOverage`` the prompt was served from paid extra usage, which stops the process and locks
+   further prompts until the usage window resets or the user opts in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import config, paths
+from .errors import BillingRouteRefused, NotLoggedIn, PaidUsageRefused
+from .runner.protocol import Init, RateLimit
+
+
+class Route(enum.StrEnum):
+    SUBSCRIPTION = "subscription"
+    API_KEY = "api_key"
+    API_KEY_HELPER = "api_key_helper"
+    GATEWAY = "gateway_token"
+    CLOUD = "cloud_provider"
+    NONE = "not_logged_in"
+    UNKNOWN = "unknown"
+
+
+PAID_ROUTES = frozenset({Route.API_KEY, Route.API_KEY_HELPER, Route.GATEWAY, Route.CLOUD})
+
+SUBSCRIPTION_TOKENS = frozenset({"claude.ai", "CLAUDE_CODE_OAUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR"})
+
+
+@dataclass(frozen=True)
+class RouteReport:
+    """The credential the CLI says it will use."""
+
+    route: Route
+    source: str
+    """Where the winning credential comes from, e.g. ``claude.ai login`` or ``ANTHROPIC_API_KEY``."""
+    plan: str | None = None
+    provider: str = "firstParty"
+    conflict: Mapping[str, Any] | None = None
+    """``auth_conflict``: a subscription credential exists but an API key wins."""
+
+    def describe(self) -> str:
+        if self.route is Route.SUBSCRIPTION:
+            plan = self.plan or "Claude subscription"
+            return f"your {plan} plan ({self.source})"
+        if self.route is Route.CLOUD:
+            return f"the cloud provider account ({self.provider})"
+        if self.route is Route.NONE:
+            return "nothing (not logged in)"
+        if self.route is Route.GATEWAY:
+            return f"the gateway/bearer token from {self.source} (not your subscription)"
+        return f"the API key from {self.source} (pay-as-you-go API billing)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"route": self.route.value, "source": self.source, "plan": self.plan, "provider": self.provider}
+
+
+def route_from_account(account: Mapping[str, Any], conflict: Mapping[str, Any] | None = None) -> RouteReport:
+    """Classify the ``account`` object of the CLI's ``initialize`` answer."""
+    provider = str(account.get("apiProvider") or "firstParty")
+    if provider != "firstParty":
+        return RouteReport(Route.CLOUD, provider, provider=provider)
+    api_key_source = account.get("apiKeySource")
+    token_source = account.get("tokenSource")
+    plan = account.get("subscriptionType")
+    if api_key_source and api_key_source != "none":
+        # An API key always wins in `claude -p`, even over a login (auth_conflict names both).
+        route = Route.API_KEY_HELPER if api_key_source == "apiKeyHelper" else Route.API_KEY
+        return RouteReport(route, str(api_key_source), provider=provider, conflict=conflict)
+    if plan:
+        return RouteReport(Route.SUBSCRIPTION, "claude.ai login", plan=str(plan), provider=provider)
+    if token_source in SUBSCRIPTION_TOKENS:
+        source = "claude.ai login" if token_source == "claude.ai" else str(token_source)
+        return RouteReport(Route.SUBSCRIPTION, source, provider=provider)
+    if token_source == "apiKeyHelper":
+        return RouteReport(Route.API_KEY_HELPER, "apiKeyHelper", provider=provider)
+    if token_source in (None, "none"):
+        return RouteReport(Route.NONE, "none", provider=provider)
+    if token_source == "ANTHROPIC_AUTH_TOKEN" or "TOKEN" in str(token_source):
+        return RouteReport(Route.GATEWAY, str(token_source), provider=provider)
+    return RouteReport(Route.UNKNOWN, str(token_source), provider=provider)
+
+
+def route_from_auth_status(status: Mapping[str, Any]) -> RouteReport:
+    """Classify ``claude auth status --json`` (the fallback when ``initialize`` is not answered)."""
+    provider = str(status.get("apiProvider") or "firstParty")
+    if provider != "firstParty":
+        return RouteReport(Route.CLOUD, provider, provider=provider)
+    method = status.get("authMethod")
+    api_key_source = status.get("apiKeySource")
+    if api_key_source and api_key_source != "none":
+        route = Route.API_KEY_HELPER if api_key_source == "apiKeyHelper" else Route.API_KEY
+        return RouteReport(route, str(api_key_source), provider=provider)
+    if method == "claude.ai":
+        plan = status.get("subscriptionType")
+        return RouteReport(Route.SUBSCRIPTION, "claude.ai login", plan=f"Claude {str(plan).title()}" if plan else None)
+    if method == "oauth_token":
+        # CLAUDE_CODE_OAUTH_TOKEN and ANTHROPIC_AUTH_TOKEN look alike here; only the former is kept
+        # in our child environment, so this is the subscription token.
+        return RouteReport(Route.SUBSCRIPTION, "CLAUDE_CODE_OAUTH_TOKEN")
+    if method in ("api_key", "api_key_helper"):
+        return RouteReport(Route.API_KEY_HELPER if method == "api_key_helper" else Route.API_KEY, str(method))
+    if method in (None, "none"):
+        return RouteReport(Route.NONE, "none")
+    return RouteReport(Route.UNKNOWN, str(method))
+
+
+@dataclass(frozen=True)
+class Policy:
+    allow_api_billing: bool = False
+    allow_overage: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: config.Settings, **options: bool | None) -> Policy:
+        """Options given per prompt win over the environment."""
+        api = options.get("allow_api_billing")
+        overage = options.get("allow_overage")
+        return cls(
+            allow_api_billing=settings.allow_api_billing if api is None else api,
+            allow_overage=settings.allow_overage if overage is None else overage,
+        )
+
+
+API_BILLING_HINT = f"To use API billing on purpose, set {config.ALLOW_API_BILLING}=1 or pass -o allow_api_billing 1."
+
+
+def check_route(report: RouteReport, policy: Policy) -> str | None:
+    """Raise unless the route is allowed; return a warning to show when it is allowed but paid."""
+    if report.route is Route.SUBSCRIPTION:
+        return None
+    if report.route is Route.NONE:
+        raise NotLoggedIn(
+            "The Claude Code CLI is not logged in to a Claude subscription. Run `claude`, then /login, "
+            "and try again (`claude-max doctor` shows what the CLI sees)."
+        )
+    if report.route in (Route.API_KEY, Route.API_KEY_HELPER) and policy.allow_api_billing:
+        return f"claude-max: this prompt is billed to {report.describe()}, because API billing is enabled."
+    detail = (
+        " A subscription login exists, but the API credential would win." if report.conflict else ""
+    )
+    raise BillingRouteRefused(
+        f"Refused: the Claude Code CLI would bill {report.describe()}, not a Claude subscription.{detail} "
+        f"Nothing was sent. Run `claude-max doctor` to see where that credential comes from. "
+        + (API_BILLING_HINT if report.route in (Route.API_KEY, Route.API_KEY_HELPER) else ""),
+        route=report.route.value,
+    )
+
+
+def check_init(init: Init, report: RouteReport, policy: Policy) -> None:
+    """``apiKeySource`` must be ``none`` on a subscription route (second, in-band assertion)."""
+    if init.api_key_source in ("", "none"):
+        return
+    if policy.allow_api_billing and report.route in (Route.API_KEY, Route.API_KEY_HELPER):
+        return
+    raise BillingRouteRefused(
+        f"Stopped: the CLI reported apiKeySource={init.api_key_source!r}, so this prompt would be billed "
+        "to an API key. The process was killed. Run `claude-max doctor`. " + API_BILLING_HINT,
+        route=Route.API_KEY.value,
+    )
+
+
+def format_reset(epoch: int | None) -> str | None:
+    if not epoch:
+        return None
+    when = dt.datetime.fromtimestamp(epoch).astimezone()
+    now = dt.datetime.now().astimezone()
+    if when.date() == now.date():
+        return when.strftime("%H:%M")
+    return when.strftime("%a %d %b %H:%M")
+
+
+LIMIT_LABELS = {
+    "five_hour": "5-hour",
+    "seven_day": "7-day",
+    "seven_day_opus": "7-day Opus",
+    "seven_day_sonnet": "7-day Sonnet",
+    "seven_day_overage_included": "7-day",
+}
+
+
+def limit_label(limit_type: str | None) -> str:
+    return LIMIT_LABELS.get(limit_type or "", (limit_type or "usage").replace("_", " "))
+
+
+# -- the overage lock ---------------------------------------------------------------------------
+
+ALLOW_OVERAGE_HINT = f"set {config.ALLOW_OVERAGE}=1 or pass -o allow_overage 1 to accept paid extra usage"
+
+
+class OverageLock:
+    """A file that remembers that paid extra usage served a prompt, so later prompts are refused
+    before they are sent. It expires when the usage window resets."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.path: Path = paths.state_dir(env) / "overage-lock.json"
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        until = data.get("until")
+        if isinstance(until, (int, float)) and until <= time.time():
+            self.clear()
+            return None
+        return data
+
+    def set(self, rate_limit: RateLimit, session_id: str | None) -> None:
+        until = rate_limit.raw.get("overageResetsAt") or rate_limit.resets_at
+        data = {"since": int(time.time()), "until": until, "limit": rate_limit.limit_type, "session_id": session_id}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.path)
+
+    def clear(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def check(self, policy: Policy) -> None:
+        """Refuse before sending while the lock holds (unless extra usage is allowed)."""
+        if policy.allow_overage:
+            return
+        data = self.read()
+        if data is None:
+            return
+        until = format_reset(data.get("until") if isinstance(data.get("until"), int) else None)
+        when = f" until your {limit_label(data.get('limit'))} limit resets at {until}" if until else ""
+        raise PaidUsageRefused(
+            f"Refused: an earlier prompt was served from paid extra usage, so prompts are blocked{when}. "
+            f"Nothing was sent. To continue anyway, {ALLOW_OVERAGE_HINT}; `claude-max unlock` removes the block."
+        )
+
+
+def check_rate_limit(rate_limit: RateLimit, policy: Policy) -> str | None:
+    """Raise :class:`PaidUsageRefused` when extra usage served the prompt without opt-in; return a
+    warning when it did with opt-in."""
+    if not rate_limit.is_using_overage:
+        return None
+    if policy.allow_overage:
+        return "claude-max: this prompt was served from paid extra usage (allowed by your opt-in)."
+    raise PaidUsageRefused(
+        "Stopped: your plan's usage window is used up and this prompt was served from paid extra usage. "
+        f"The CLI was stopped and further prompts are blocked until the window resets; {ALLOW_OVERAGE_HINT}."
+    )

@@ -1,0 +1,105 @@
+"""The entry point to the runner: the user's CLI, configured once, used by the plugin, server and doctor."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import catalog, config, guard, paths
+from .command import ChildEnv, CommandSpec, build_env
+from .locate import find_cli
+from .protocol import JSON
+from .session import Session, Timeouts, TurnEvent
+
+FD_VARIABLES = ("CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR", "CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR")
+
+
+class ClaudeCLI:
+    """The user's own `claude` executable with our settings.
+
+    ``env`` is the environment the child is derived from (default: this process's); credential and
+    route variables in it are never passed on (see :mod:`llm_claude_max.routes`).
+    """
+
+    def __init__(self, *, cli: str | None = None, env: Mapping[str, str] | None = None, settings: config.Settings | None = None) -> None:
+        self.env: dict[str, str] = dict(os.environ if env is None else env)
+        self.settings = settings or config.Settings.from_env(self.env)
+        self.path: Path = find_cli(cli or self.settings.cli, self.env)
+        self.lock = guard.OverageLock(self.env)
+
+    def child_env(self, policy: guard.Policy, overrides: Mapping[str, str] | None = None) -> ChildEnv:
+        return build_env(
+            self.env,
+            base_url=self.settings.base_url,
+            allow_api_billing=policy.allow_api_billing,
+            overrides=overrides,
+        )
+
+    def session(
+        self,
+        spec: CommandSpec,
+        *,
+        policy: guard.Policy,
+        timeouts: Timeouts = Timeouts(),
+        cwd: Path | None = None,
+    ) -> Session:
+        child = self.child_env(policy, spec.extra_env)
+        return Session(
+            self.path,
+            spec,
+            env=child.env,
+            cwd=cwd or paths.workspace(self.env),
+            policy=policy,
+            lock=self.lock,
+            timeouts=timeouts,
+            pass_fds=_inherited_fds(child.env),
+        )
+
+    async def prompt(
+        self,
+        spec: CommandSpec,
+        content: str | list[JSON],
+        *,
+        policy: guard.Policy,
+        timeouts: Timeouts = Timeouts(),
+        structured: bool = False,
+        cwd: Path | None = None,
+    ) -> AsyncIterator[TurnEvent]:
+        """One prompt in a fresh process: route check, one turn, clean exit (or a kill on any error)."""
+        async with self.session(spec, policy=policy, timeouts=timeouts, cwd=cwd) as session:
+            await session.start()
+            catalog.remember(session.initialize.get("models"), self.env)
+            async for event in session.turn(content, structured=structured):
+                yield event
+
+    async def probe(self, *, timeout: float = 30.0) -> tuple[guard.RouteReport, dict[str, Any]]:
+        """Ask the CLI which route it would use (``initialize``; no API call, nothing billed).
+
+        Does not apply the policy: the caller decides what to make of the route. Note that the child
+        environment is already scrubbed: this is the route *llm-claude-max* would get.
+        """
+        session = self.session(CommandSpec(persist_session=False), policy=guard.Policy(), timeouts=Timeouts(start=timeout))
+        try:
+            route = await session.start(enforce=False)
+        except Exception:
+            await session.kill()
+            raise
+        await session.close()
+        catalog.remember(session.initialize.get("models"), self.env)
+        return route, session.initialize
+
+
+def _inherited_fds(env: Mapping[str, str]) -> tuple[int, ...]:
+    """File descriptors the CLI is told to read a credential from must stay open in the child."""
+    fds = []
+    for name in FD_VARIABLES:
+        value = env.get(name, "")
+        if value.isdigit():
+            try:
+                os.fstat(int(value))
+            except OSError:
+                continue
+            fds.append(int(value))
+    return tuple(fds)

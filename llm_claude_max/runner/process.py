@@ -1,0 +1,140 @@
+"""One `claude` child process: spawned in its own process group, read line by line, always reaped.
+
+The child gets its own session (``start_new_session``) so a terminal Ctrl-C reaches only us; we then
+kill the whole group ourselves (SIGTERM, then SIGKILL), so tools or helpers the CLI started die too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..errors import ProtocolError
+from .protocol import Event, parse_line
+
+STDOUT_LINE_LIMIT = 64 * 1024 * 1024  # an assistant/result line can carry a very long answer
+STDERR_TAIL_BYTES = 16 * 1024
+KILL_GRACE_SECONDS = 2.0
+
+
+class ClaudeProcess:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        self._stderr = collections.deque[bytes]()
+        self._stderr_size = 0
+        self._stderr_task = asyncio.ensure_future(self._drain_stderr())
+        self.socket_path: str | None = None
+        """The CLI's messaging socket (from ``init``); removed after a kill, which leaves it behind."""
+
+    @classmethod
+    async def start(
+        cls, argv: Sequence[str], env: Mapping[str, str], cwd: Path, pass_fds: Sequence[int] = ()
+    ) -> ClaudeProcess:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env),
+            cwd=str(cwd),
+            start_new_session=True,
+            limit=STDOUT_LINE_LIMIT,
+            pass_fds=tuple(pass_fds),
+        )
+        return cls(proc)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def _drain_stderr(self) -> None:
+        stream = self._proc.stderr
+        assert stream is not None
+        while chunk := await stream.read(4096):
+            self._stderr.append(chunk)
+            self._stderr_size += len(chunk)
+            while self._stderr_size > STDERR_TAIL_BYTES and len(self._stderr) > 1:
+                self._stderr_size -= len(self._stderr.popleft())
+
+    def stderr_tail(self, limit: int = 2000) -> str:
+        """The end of what the CLI wrote to stderr, trimmed, for error messages."""
+        text = b"".join(self._stderr).decode(errors="replace").strip()
+        if len(text) > limit:
+            text = "…" + text[-limit:]
+        return text
+
+    async def send(self, data: bytes) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(data)
+            await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ProtocolError("The CLI closed its input before the prompt was written.", stderr=self.stderr_tail()) from exc
+
+    def close_stdin(self) -> None:
+        stdin = self._proc.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.close()
+
+    async def read_event(self) -> Event | None:
+        """The next event, or None at end of output. Blank lines are skipped."""
+        stdout = self._proc.stdout
+        assert stdout is not None
+        while True:
+            try:
+                line = await stdout.readline()
+            except ValueError as exc:  # a line beyond STDOUT_LINE_LIMIT
+                raise ProtocolError(f"The CLI printed a line longer than {STDOUT_LINE_LIMIT} bytes.") from exc
+            if not line:
+                return None
+            if line.strip():
+                return parse_line(line)
+
+    async def wait(self, timeout: float | None = None) -> int:
+        """Wait for exit (and for stderr to be drained)."""
+        code = await asyncio.wait_for(self._proc.wait(), timeout)
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
+        return code
+
+    async def finish(self, timeout: float = 5.0) -> int:
+        """Close stdin and let the CLI exit on its own (it does within ~30 ms); kill it if it does not."""
+        self.close_stdin()
+        try:
+            return await self.wait(timeout)
+        except asyncio.TimeoutError:
+            await self.kill()
+            return self._proc.returncode if self._proc.returncode is not None else -1
+
+    async def kill(self) -> None:
+        """Kill the whole process group and reap the child. Safe to call more than once."""
+        self.close_stdin()
+        if self._proc.returncode is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._proc.wait()), KILL_GRACE_SECONDS)
+            except asyncio.TimeoutError:
+                self._signal_group(signal.SIGKILL)
+                await self._proc.wait()
+        # Members of the group may outlive the leader (tools the CLI started).
+        self._signal_group(signal.SIGKILL)
+        self._stderr_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._stderr_task
+        if self.socket_path and Path(self.socket_path).name == f"{self.pid}.sock":
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
