@@ -1,0 +1,174 @@
+"""Shared fixtures.
+
+Every test runs with a temporary HOME, state dir and llm user dir, and with every credential/route
+variable removed from the environment: the real ``~/.claude`` is never touched and no real Anthropic
+host is contacted (the CLI runs against :mod:`fakeapi` through ``CLAUDE_MAX_BASE_URL``).
+
+After each test, no `claude` process (real or fake) started during it may still exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_claude_max import config, routes
+
+from .fakeapi import FakeAnthropicAPI
+
+TESTS = Path(__file__).parent
+FAKE_CLAUDE = TESTS / "fake_claude.py"
+PINNED_VERSION = "2.1.328"
+DEFAULT_PINNED = Path.home() / ".cache" / "llm-claude-max" / "claude-cli" / PINNED_VERSION / "node_modules" / ".bin" / "claude"
+ORPHAN_MARKER = "312.5"  # argument of `sleep` grandchildren started by fake scenarios
+
+
+def pinned_cli_path() -> Path:
+    path = Path(os.environ.get("CLAUDE_MAX_TEST_CLI") or DEFAULT_PINNED)
+    if not path.exists():
+        pytest.fail(
+            f"The pinned Claude Code CLI {PINNED_VERSION} is not installed at {path}. "
+            "Run `./dev test`, which installs it into ~/.cache/llm-claude-max, or set CLAUDE_MAX_TEST_CLI."
+        )
+    return path
+
+
+REAL_HOME = Path.home()
+
+
+# -- isolation ------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    for variable in routes.VARIABLES:
+        monkeypatch.delenv(variable.name, raising=False)
+    for name in config.DOCUMENTED:
+        monkeypatch.delenv(name, raising=False)
+    for name in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "LLM_LOAD_PLUGINS", "CLAUDECODE"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    (home / ".claude").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("CLAUDE_MAX_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm"))
+    # The CLI creates Unix sockets under $TMPDIR: keep the path short (108-byte limit).
+    short_tmp = tempfile.mkdtemp(prefix="cm-", dir="/tmp")
+    monkeypatch.setenv("TMPDIR", short_tmp)
+    yield home
+    shutil.rmtree(short_tmp, ignore_errors=True)
+
+
+def write_login(home: Path, *, plan: str = "max", expires_in: float = 30 * 86400, config_dir: Path | None = None) -> Path:
+    """A fake `/login` credentials file (fake token values, real shape)."""
+    target = (config_dir or home / ".claude") / ".credentials.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(
+        json.dumps(
+            {
+                "claudeAiOauth": {
+                    "accessToken": "sk-ant-oat01-FAKEACCESSTOKEN-aaaa",
+                    "refreshToken": "sk-ant-ort01-FAKEREFRESHTOKEN-bbbb",
+                    "expiresAt": int((time.time() + expires_in) * 1000),
+                    "scopes": ["user:inference", "user:profile", "user:sessions:claude_code"],
+                    "subscriptionType": plan,
+                }
+            }
+        )
+    )
+    target.chmod(0o600)
+    return target
+
+
+@pytest.fixture
+def login(home: Path) -> Path:
+    return write_login(home)
+
+
+# -- the orphan check -----------------------------------------------------------------------------
+def _claude_processes() -> dict[int, str]:
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        except OSError:
+            continue
+        if not args or not args[0]:
+            continue
+        first = Path(args[0].decode(errors="replace")).name
+        joined = b" ".join(args).decode(errors="replace")
+        if first in ("claude", "claude.exe") or "fake_claude.py" in joined or joined == f"sleep {ORPHAN_MARKER}":
+            found[int(entry.name)] = joined[:200]
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_orphans() -> Iterator[None]:
+    before = set(_claude_processes())
+    yield
+    deadline = time.monotonic() + 3.0
+    while True:
+        left = {pid: cmd for pid, cmd in _claude_processes().items() if pid not in before}
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"claude processes left behind: {left}")
+        time.sleep(0.05)
+
+
+# -- the fake API and the real CLI --------------------------------------------------------------------
+@pytest.fixture
+def fake_api() -> Iterator[FakeAnthropicAPI]:
+    with FakeAnthropicAPI() as api:
+        yield api
+
+
+@pytest.fixture
+def real_cli(monkeypatch: pytest.MonkeyPatch, fake_api: FakeAnthropicAPI) -> FakeAnthropicAPI:
+    """The pinned real CLI, pointed at the fake API. Returns the fake API."""
+    monkeypatch.setenv(config.CLI, str(pinned_cli_path()))
+    monkeypatch.setenv(config.BASE_URL, fake_api.url)
+    return fake_api
+
+
+# -- the scripted fake CLI ------------------------------------------------------------------------
+@dataclass
+class FakeCLI:
+    dir: Path
+
+    @property
+    def path(self) -> Path:
+        return FAKE_CLAUDE
+
+    def scenario(self, **scenario: Any) -> None:
+        (self.dir / "scenario.json").write_text(json.dumps(scenario))
+
+    def log(self) -> list[dict[str, Any]]:
+        path = self.dir / "log.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def invocations(self) -> list[dict[str, Any]]:
+        return [e for e in self.log() if "argv" in e]
+
+    def stdin_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(e["stdin_line"]) for e in self.log() if "stdin_line" in e]
+
+
+@pytest.fixture
+def fake_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeCLI:
+    fake = FakeCLI(tmp_path / "fake-cli")
+    fake.dir.mkdir()
+    fake.scenario()
+    monkeypatch.setenv(config.CLI, str(FAKE_CLAUDE))
+    monkeypatch.setenv("FAKE_CLAUDE_SCENARIO", str(fake.dir / "scenario.json"))
+    monkeypatch.setenv("FAKE_CLAUDE_LOG", str(fake.dir / "log.jsonl"))
+    return fake
