@@ -63,17 +63,17 @@ class ClaudeMaxOptions(llm.Options):
         default=None,
         description="Allow prompts served from paid extra usage when your plan's window is used up (default: refused)",
     )
-    tools: str | None = Field(
+    claude_tools: str | None = Field(
         default=None,
         description="Comma-separated Claude Code tools to enable, e.g. Read,Grep,WebSearch. They run ON THIS "
-        "MACHINE in tools_dir, without asking (default: none)",
+        "MACHINE in claude_tools_dir, without asking (default: none)",
     )
-    tools_dir: str | None = Field(
+    claude_tools_dir: str | None = Field(
         default=None, description="Working directory for Claude Code tools (default: the current directory)"
     )
     cli: str | None = Field(default=None, description="Path of the claude executable (default: $CLAUDE_MAX_CLI or PATH)")
 
-    @field_validator("tools")
+    @field_validator("claude_tools")
     @classmethod
     def _tool_names(cls, value: str | None) -> str | None:
         if value is None:
@@ -84,7 +84,7 @@ class ClaudeMaxOptions(llm.Options):
                 raise ValueError(f"not a tool name: {name!r}")
         return ",".join(names) or None
 
-    @field_validator("tools_dir")
+    @field_validator("claude_tools_dir")
     @classmethod
     def _existing_dir(cls, value: str | None) -> str | None:
         if value is not None and not Path(value).expanduser().is_dir():
@@ -135,8 +135,8 @@ class _Shared:
                 settings, allow_api_billing=options.allow_api_billing, allow_overage=options.allow_overage
             )
             cli = ClaudeCLI(cli=options.cli, settings=settings)
-            tools = tuple(options.tools.split(",")) if options.tools else ()
-            cwd = Path(options.tools_dir or os.getcwd()).expanduser().resolve() if tools else paths.workspace()
+            tools = tuple(options.claude_tools.split(",")) if options.claude_tools else ()
+            cwd = Path(options.claude_tools_dir or os.getcwd()).expanduser().resolve() if tools else paths.workspace()
             plan = conversation.plan(
                 prompt.messages,
                 placement=placement,
@@ -188,7 +188,8 @@ class _Shared:
                         raise
                     plan = conversation.plan(prompt.messages, placement=placement, transcript_exists=lambda sid: False)
         except PaidUsageRefused as exc:
-            if exc.partial_text and not stream:
+            if exc.partial_text:
+                # Already paid for; a caller of .text() never saw the streamed part, so keep it here.
                 exc.message += f"\n\nThe answer served from extra usage was:\n{exc.partial_text}"
                 exc.args = (exc.message,)
             raise as_llm_error(exc) from None

@@ -35,8 +35,11 @@ class Reply:
     chunk_delay: float = 0.0
     # Answer with a StructuredOutput tool call carrying this input (when the tool is offered).
     structured: dict[str, Any] | None = None
-    # Hold the last text chunk until this event is set (proves streaming order).
+    # Hold the last text chunk until this event is set (proves streaming order); records whether the
+    # gate was opened in time (True) or the wait timed out (False).
     gate: threading.Event | None = None
+    gate_timeout: float = 10.0
+    gate_opened: bool | None = None
     input_tokens: int = 12
     output_tokens: int = 7
     cache_read_tokens: int = 0
@@ -300,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
             pieces = _chunks(reply.text)
             for n, piece in enumerate(pieces):
                 if n == len(pieces) - 1 and reply.gate is not None:
-                    reply.gate.wait(30)
+                    reply.gate_opened = reply.gate.wait(reply.gate_timeout)
                 if reply.mode == "malformed" and n == 1:
                     self.wfile.write(b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_de\n\n')
                     self.wfile.flush()

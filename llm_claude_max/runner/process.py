@@ -1,5 +1,8 @@
 """One `claude` child process: spawned in its own process group, read line by line, always reaped.
 
+Timeouts use ``asyncio.timeout``, never ``asyncio.wait_for``: on Python 3.11 ``wait_for`` swallows a
+cancellation that arrives while the awaited read completes, which let a cancelled prompt run on.
+
 The child gets its own session (``start_new_session``) so a terminal Ctrl-C reaches only us; we then
 kill the whole group ourselves (SIGTERM, then SIGKILL), so tools or helpers the CLI started die too.
 """
@@ -102,9 +105,11 @@ class ClaudeProcess:
 
     async def wait(self, timeout: float | None = None) -> int:
         """Wait for exit (and for stderr to be drained)."""
-        code = await asyncio.wait_for(self._proc.wait(), timeout)
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
+        async with asyncio.timeout(timeout):
+            code = await self._proc.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await asyncio.shield(self._stderr_task)
         return code
 
     async def finish(self, timeout: float = 5.0) -> int:
@@ -112,7 +117,7 @@ class ClaudeProcess:
         self.close_stdin()
         try:
             return await self.wait(timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
             return self._proc.returncode if self._proc.returncode is not None else -1
 
@@ -122,8 +127,9 @@ class ClaudeProcess:
         if self._proc.returncode is None:
             self._signal_group(signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(self._proc.wait()), KILL_GRACE_SECONDS)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(KILL_GRACE_SECONDS):
+                    await asyncio.shield(self._proc.wait())
+            except TimeoutError:
                 self._signal_group(signal.SIGKILL)
                 await self._proc.wait()
         # Members of the group may outlive the leader (tools the CLI started).

@@ -226,8 +226,9 @@ class Session:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                event = await asyncio.wait_for(self.proc.read_event(), max(remaining, 0.001))
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(max(remaining, 0.001)):
+                    event = await self.proc.read_event()
+            except TimeoutError:
                 raise ClaudeTimeout(
                     f"The Claude Code CLI did not start within {self.timeouts.start:g} s.", stderr=self.proc.stderr_tail() or None
                 ) from None
@@ -247,12 +248,15 @@ class Session:
             env=dict(self.env), cwd=str(self.cwd), start_new_session=True,
         )  # fmt: skip
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.timeouts.start)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+            async with asyncio.timeout(self.timeouts.start):
+                out, _ = await proc.communicate()
+        except BaseException as exc:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-            raise ClaudeTimeout("`claude auth status` did not answer; the billing route could not be checked.") from None
+            if isinstance(exc, TimeoutError):
+                raise ClaudeTimeout("`claude auth status` did not answer; the billing route could not be checked.") from None
+            raise
         try:
             status = json.loads(out)
         except ValueError:
@@ -374,8 +378,9 @@ class Session:
         if deadline is not None and deadline - time.monotonic() < timeout:
             timeout, hard = max(deadline - time.monotonic(), 0.001), True
         try:
-            return await asyncio.wait_for(self.proc.read_event(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                return await self.proc.read_event()
+        except TimeoutError:
             stderr = self.proc.stderr_tail() or None
             await self.kill()
             if hard:
