@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 
 import click
 
@@ -33,7 +32,15 @@ def models(refresh: bool, as_json: bool) -> None:
             raise click.ClickException(str(exc)) from None
     entries = catalog.load()
     if as_json:
-        click.echo(json.dumps([{"model_id": e.model_id, "cli_model": e.alias, "resolved": e.resolved, "description": e.description} for e in entries], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {"model_id": e.model_id, "cli_model": e.alias, "resolved": e.resolved, "description": e.description}
+                    for e in entries
+                ],
+                indent=2,
+            )
+        )
         return
     for e in entries:
         resolved = f" -> {e.resolved}" if e.resolved else ""
@@ -61,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -18,7 +18,8 @@ DOCUMENTED: dict[str, str] = {
     BASE_URL: "send the CLI's API requests to this URL instead of Anthropic's; your subscription token is sent there",
     ALLOW_API_BILLING: "1 = allow pay-as-you-go API-key billing (warned on every prompt)",
     ALLOW_OVERAGE: "1 = allow prompts served from paid extra usage (warned on every prompt)",
-    "CLAUDE_MAX_STATE_DIR": "where llm-claude-max keeps its workspace and state (default ~/.local/state/llm-claude-max)",
+    "CLAUDE_MAX_STATE_DIR": "where llm-claude-max keeps its workspace and state "
+    "(default ~/.local/state/llm-claude-max)",
     SERVER: "URL of a running `claude-max serve`; the llm plugin then sends prompts through it",
     SERVER_KEY: "API key for a `claude-max serve` that requires one",
 }

@@ -51,9 +51,9 @@ def session_of(message: Message) -> str | None:
 
 
 def attachment_block(attachment: Attachment) -> Block:
-    mime = attachment.resolve_type()
+    mime: str = attachment.resolve_type()  # type: ignore[no-untyped-call]
     try:
-        data = attachment.base64_content()
+        data: str = attachment.base64_content()  # type: ignore[no-untyped-call]
     except Exception as exc:  # unreadable file, failed download
         raise InvalidRequest(f"Could not read attachment {attachment.path or attachment.url or ''}: {exc}") from exc
     kind = "document" if mime in DOCUMENT_TYPES else "image"

@@ -151,9 +151,7 @@ def check_route(report: RouteReport, policy: Policy) -> str | None:
         )
     if report.route in (Route.API_KEY, Route.API_KEY_HELPER) and policy.allow_api_billing:
         return f"claude-max: this prompt is billed to {report.describe()}, because API billing is enabled."
-    detail = (
-        " A subscription login exists, but the API credential would win." if report.conflict else ""
-    )
+    detail = " A subscription login exists, but the API credential would win." if report.conflict else ""
     raise BillingRouteRefused(
         f"Refused: the Claude Code CLI would bill {report.describe()}, not a Claude subscription.{detail} "
         f"Nothing was sent. Run `claude-max doctor` to see where that credential comes from. "
@@ -232,10 +230,7 @@ class OverageLock:
         tmp.replace(self.path)
 
     def clear(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
 
     def check(self, policy: Policy) -> None:
         """Refuse before sending while the lock holds (unless extra usage is allowed)."""

@@ -7,7 +7,6 @@ sync model drives it through :func:`~llm_claude_max.runner.bridge.iterate_sync`.
 from __future__ import annotations
 
 import enum
-import functools
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -35,7 +34,7 @@ class Effort(enum.StrEnum):
     max = "max"
 
 
-class ClaudeMaxOptions(llm.Options):
+class ClaudeMaxOptions(llm.Model.Options):
     effort: Effort | None = Field(
         default=None, description="Reasoning effort: low, medium, high, xhigh or max (default: the CLI's, medium)"
     )
@@ -71,7 +70,9 @@ class ClaudeMaxOptions(llm.Options):
     claude_tools_dir: str | None = Field(
         default=None, description="Working directory for Claude Code tools (default: the current directory)"
     )
-    cli: str | None = Field(default=None, description="Path of the claude executable (default: $CLAUDE_MAX_CLI or PATH)")
+    cli: str | None = Field(
+        default=None, description="Path of the claude executable (default: $CLAUDE_MAX_CLI or PATH)"
+    )
 
     @field_validator("claude_tools")
     @classmethod
@@ -92,10 +93,17 @@ class ClaudeMaxOptions(llm.Options):
         return value
 
 
-@functools.cache
+_LLM_ERROR_TYPES: dict[type[ClaudeMaxError], type[ClaudeMaxError]] = {}
+
+
 def _llm_error_type(cls: type[ClaudeMaxError]) -> type[ClaudeMaxError]:
     """``cls`` mixed with ``llm.ModelError``, so llm shows it as a model error and callers can catch either."""
-    return type(cls.__name__, (cls, llm.ModelError), {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})
+    if cls in _LLM_ERROR_TYPES.values():
+        return cls
+    if cls not in _LLM_ERROR_TYPES:
+        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+        _LLM_ERROR_TYPES[cls] = type(cls.__name__, (cls, llm.ModelError), namespace)
+    return _LLM_ERROR_TYPES[cls]
 
 
 def as_llm_error(exc: ClaudeMaxError) -> ClaudeMaxError:
@@ -104,7 +112,9 @@ def as_llm_error(exc: ClaudeMaxError) -> ClaudeMaxError:
 
 
 def notify(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """Progress and billing warnings go to stderr, where llm shows them beside the answer."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
 
 
 class _Shared:
@@ -114,8 +124,9 @@ class _Shared:
     can_stream = True
     supports_schema = True
     supports_tools = False
-    attachment_types = conversation.ATTACHMENT_TYPES
+    attachment_types: set[str] | frozenset[str] = conversation.ATTACHMENT_TYPES
     Options = ClaudeMaxOptions
+    kind = ""
 
     def __init__(self, entry: CatalogModel) -> None:
         self.entry = entry
@@ -123,8 +134,7 @@ class _Shared:
         self.cli_model = None if entry.alias == "default" else entry.alias
 
     def __str__(self) -> str:
-        kind = " (async)" if isinstance(self, llm.AsyncModel) else ""
-        return f"Claude Max via Claude Code CLI{kind}: {self.model_id}"
+        return f"Claude Max via Claude Code CLI{self.kind}: {self.model_id}"
 
     async def _stream(self, prompt: llm.Prompt, stream: bool, response: Any) -> AsyncIterator[StreamEvent]:
         options: ClaudeMaxOptions = prompt.options  # type: ignore[assignment]
@@ -181,7 +191,11 @@ class _Shared:
                         elif isinstance(event, Done):
                             self._record(response, event.outcome, plan)
                             # Carries the session id onto the response's text for `llm -c`.
-                            yield StreamEvent("text", "", provider_metadata={conversation.META: {"session_id": event.outcome.session_id}})
+                            yield StreamEvent(
+                                "text",
+                                "",
+                                provider_metadata={conversation.META: {"session_id": event.outcome.session_id}},
+                            )
                     return
                 except SessionNotFound:
                     if attempt == 2 or produced or plan.resume is None:
@@ -233,13 +247,15 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 class ClaudeMax(_Shared, llm.Model):
-    def execute(  # type: ignore[override]
+    def execute(
         self, prompt: llm.Prompt, stream: bool, response: llm.Response, conversation: llm.Conversation | None
     ) -> Iterator[StreamEvent]:
         yield from iterate_sync(lambda: self._stream(prompt, stream, response))
 
 
 class AsyncClaudeMax(_Shared, llm.AsyncModel):
+    kind = " (async)"
+
     async def execute(  # type: ignore[override]
         self, prompt: llm.Prompt, stream: bool, response: llm.AsyncResponse, conversation: llm.AsyncConversation | None
     ) -> AsyncIterator[StreamEvent]:

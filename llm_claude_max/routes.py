@@ -59,15 +59,36 @@ VARIABLES: tuple[RouteVariable, ...] = (
     _v("ANTHROPIC_AWS_WORKSPACE_ID", Kind.CLOUD, "Claude on AWS workspace"),
     _v("ANTHROPIC_VERTEX_PROJECT_ID", Kind.CLOUD, "Vertex AI project"),
     # -- rung 2: gateway / bearer token -------------------------------------------------------
-    _v("ANTHROPIC_AUTH_TOKEN", Kind.GATEWAY_TOKEN, "sent as Authorization: Bearer; beats a subscription login", secret=True),
+    _v(
+        "ANTHROPIC_AUTH_TOKEN",
+        Kind.GATEWAY_TOKEN,
+        "sent as Authorization: Bearer; beats a subscription login",
+        secret=True,
+    ),
     _v("CLAUDE_CODE_GATEWAY_TOKEN_FILE_DESCRIPTOR", Kind.GATEWAY_TOKEN, "gateway token read from a file descriptor"),
     # -- rung 3: API key ----------------------------------------------------------------------
-    _v("ANTHROPIC_API_KEY", Kind.API_KEY, "sent as x-api-key; in `claude -p` it silently beats a subscription login", secret=True),
+    _v(
+        "ANTHROPIC_API_KEY",
+        Kind.API_KEY,
+        "sent as x-api-key; in `claude -p` it silently beats a subscription login",
+        secret=True,
+    ),
     _v("CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR", Kind.API_KEY, "API key read from a file descriptor"),
     _v("CLAUDE_CODE_API_KEY_HELPER_TTL_MS", Kind.API_KEY, "refresh interval of an apiKeyHelper script"),
     # -- rung 5: subscription token (kept: it is the subscription) ---------------------------
-    _v("CLAUDE_CODE_OAUTH_TOKEN", Kind.SUBSCRIPTION, "long-lived subscription token from `claude setup-token`", secret=True, removed=False),
-    _v("CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR", Kind.SUBSCRIPTION, "subscription token read from a file descriptor", removed=False),
+    _v(
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        Kind.SUBSCRIPTION,
+        "long-lived subscription token from `claude setup-token`",
+        secret=True,
+        removed=False,
+    ),
+    _v(
+        "CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR",
+        Kind.SUBSCRIPTION,
+        "subscription token read from a file descriptor",
+        removed=False,
+    ),
     # -- rung 6: profiles and federation ------------------------------------------------------
     _v("ANTHROPIC_PROFILE", Kind.PROFILE, "selects an Anthropic profile"),
     _v("ANTHROPIC_FEDERATION_RULE_ID", Kind.PROFILE, "workload identity federation"),
@@ -97,7 +118,10 @@ VARIABLES: tuple[RouteVariable, ...] = (
     _v("CLAUDE_CODE_OAUTH_CLIENT_ID", Kind.LOGIN, "OAuth client id override"),
     # -- kept: where the login lives, and the user's network ----------------------------------
     _v("CLAUDE_CONFIG_DIR", Kind.LOCATOR, "where the CLI keeps its login and transcripts", removed=False),
-    *(_v(n, Kind.NETWORK, "proxy", removed=False) for n in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")),
+    *(
+        _v(n, Kind.NETWORK, "proxy", removed=False)
+        for n in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+    ),
     _v("CLAUDE_CODE_CLIENT_CERT", Kind.NETWORK, "mTLS client certificate", removed=False),
 )
 

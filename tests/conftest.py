@@ -28,7 +28,9 @@ from .fakeapi import FakeAnthropicAPI
 TESTS = Path(__file__).parent
 FAKE_CLAUDE = TESTS / "fake_claude.py"
 PINNED_VERSION = "2.1.328"
-DEFAULT_PINNED = Path.home() / ".cache" / "llm-claude-max" / "claude-cli" / PINNED_VERSION / "node_modules" / ".bin" / "claude"
+DEFAULT_PINNED = (
+    Path.home() / ".cache" / "llm-claude-max" / "claude-cli" / PINNED_VERSION / "node_modules" / ".bin" / "claude"
+)
 ORPHAN_MARKER = "312.5"  # argument of `sleep` grandchildren started by fake scenarios
 
 
@@ -66,7 +68,9 @@ def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(short_tmp, ignore_errors=True)
 
 
-def write_login(home: Path, *, plan: str = "max", expires_in: float = 30 * 86400, config_dir: Path | None = None) -> Path:
+def write_login(
+    home: Path, *, plan: str = "max", expires_in: float = 30 * 86400, config_dir: Path | None = None
+) -> Path:
     """A fake `/login` credentials file (fake token values, real shape)."""
     target = (config_dir or home / ".claude") / ".credentials.json"
     target.parent.mkdir(parents=True, exist_ok=True)

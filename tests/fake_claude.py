@@ -67,7 +67,9 @@ def assistant(text: str, message_id: str = "msg_1", **extra: Any) -> dict[str, A
     }
 
 
-def rate_limit(status: str = "allowed", *, overage: bool = False, resets_at: int | None = None, kind: str | None = None) -> dict[str, Any]:
+def rate_limit(
+    status: str = "allowed", *, overage: bool = False, resets_at: int | None = None, kind: str | None = None
+) -> dict[str, Any]:
     info: dict[str, Any] = {"status": status, "isUsingOverage": overage}
     if resets_at is not None:
         info["resetsAt"] = resets_at
@@ -76,7 +78,9 @@ def rate_limit(status: str = "allowed", *, overage: bool = False, resets_at: int
     return {"type": "rate_limit_event", "rate_limit_info": info}
 
 
-def api_retry(attempt: int, max_retries: int = 3, delay_ms: float = 1200, error: str = "overloaded", status: int | None = 529) -> dict[str, Any]:
+def api_retry(
+    attempt: int, max_retries: int = 3, delay_ms: float = 1200, error: str = "overloaded", status: int | None = 529
+) -> dict[str, Any]:
     return {
         "type": "system",
         "subtype": "api_retry",
@@ -88,8 +92,16 @@ def api_retry(attempt: int, max_retries: int = 3, delay_ms: float = 1200, error:
     }
 
 
-def result(text: str = "Hello.", *, is_error: bool = False, subtype: str = "success", status: int | None = None,
-           session_id: str = SESSION, structured: Any = None, **extra: Any) -> dict[str, Any]:
+def result(
+    text: str = "Hello.",
+    *,
+    is_error: bool = False,
+    subtype: str = "success",
+    status: int | None = None,
+    session_id: str = SESSION,
+    structured: Any = None,
+    **extra: Any,
+) -> dict[str, Any]:
     return {
         "type": "result",
         "subtype": subtype,
@@ -155,12 +167,19 @@ def _run_steps(steps: list[dict[str, Any]]) -> None:
         elif "exit" in step:
             sys.exit(step["exit"])
         elif "spawn" in step:
-            subprocess.Popen(step["spawn"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                step["spawn"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
         elif step.get("hang"):
             while True:
                 time.sleep(1)
         elif step.get("signal_self"):
-            _out({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": "[Request interrupted by user]"}]}})
+            _out(
+                {
+                    "type": "user",
+                    "message": {"role": "user", "content": [{"type": "text", "text": "[Request interrupted by user]"}]},
+                }
+            )
             sys.exit(0)
         elif step.get("await_close"):
             sys.stdin.read()
@@ -190,13 +209,33 @@ def main() -> None:
             if mode == "silent":
                 continue
             if mode == "error":
-                _out({"type": "control_response", "response": {"subtype": "error", "request_id": message["request_id"], "error": "unknown subtype"}})
+                _out(
+                    {
+                        "type": "control_response",
+                        "response": {
+                            "subtype": "error",
+                            "request_id": message["request_id"],
+                            "error": "unknown subtype",
+                        },
+                    }
+                )
                 continue
-            response = {"models": [{"value": "default", "resolvedModel": "claude-opus-5-5"}, {"value": "opus", "resolvedModel": "claude-opus-5-5"}],
-                        "account": scenario.get("account", MAX_ACCOUNT), "pid": os.getpid()}
+            response = {
+                "models": [
+                    {"value": "default", "resolvedModel": "claude-opus-5-5"},
+                    {"value": "opus", "resolvedModel": "claude-opus-5-5"},
+                ],
+                "account": scenario.get("account", MAX_ACCOUNT),
+                "pid": os.getpid(),
+            }
             if isinstance(mode, dict):
                 response.update(mode)
-            _out({"type": "control_response", "response": {"subtype": "success", "request_id": message["request_id"], "response": response}})
+            _out(
+                {
+                    "type": "control_response",
+                    "response": {"subtype": "success", "request_id": message["request_id"], "response": response},
+                }
+            )
         elif message.get("type") == "user":
             if turn_index >= len(turns):
                 continue

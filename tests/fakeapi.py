@@ -10,6 +10,7 @@ Run it by hand for experiments: ``python tests/fakeapi.py [port]``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -103,10 +104,8 @@ class FakeAnthropicAPI:
             self._server.server_close()
             with self._lock:
                 for sock in list(self._open_sockets):
-                    try:
+                    with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
             self._server = None
 
     def __enter__(self) -> FakeAnthropicAPI:
@@ -154,10 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         with self.owner._lock:
             self.owner._open_sockets.discard(self.connection)
-        try:
+        with contextlib.suppress(OSError):
             super().finish()
-        except OSError:
-            pass
 
     def _record(self) -> dict[str, Any] | None:
         length = int(self.headers.get("content-length") or 0)
@@ -219,7 +216,12 @@ class _Handler(BaseHTTPRequestHandler):
             blocks.append({"type": "thinking", "thinking": reply.thinking, "signature": "sig-fake"})
         if reply.structured is not None and "StructuredOutput" in tools and not answered_tool:
             blocks.append(
-                {"type": "tool_use", "id": f"toolu_{self.owner._next_message_id()}", "name": "StructuredOutput", "input": reply.structured}
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{self.owner._next_message_id()}",
+                    "name": "StructuredOutput",
+                    "input": reply.structured,
+                }
             )
         else:
             blocks.append({"type": "text", "text": "".join(_chunks(reply.text))})
@@ -299,13 +301,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream_block(self, index: int, block: dict[str, Any], reply: Reply) -> None:
         kind = block["type"]
         if kind == "text":
-            self._sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+            self._sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            )
             pieces = _chunks(reply.text)
             for n, piece in enumerate(pieces):
                 if n == len(pieces) - 1 and reply.gate is not None:
                     reply.gate_opened = reply.gate.wait(reply.gate_timeout)
                 if reply.mode == "malformed" and n == 1:
-                    self.wfile.write(b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_de\n\n')
+                    self.wfile.write(
+                        b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_de\n\n'
+                    )
                     self.wfile.flush()
                     continue
                 self._sse(
@@ -317,24 +324,44 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "thinking":
             self._sse(
                 "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                },
             )
             self._sse(
                 "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": block["thinking"]}},
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "thinking_delta", "thinking": block["thinking"]},
+                },
             )
             self._sse(
                 "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": block["signature"]}},
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "signature_delta", "signature": block["signature"]},
+                },
             )
         elif kind == "tool_use":
             self._sse(
                 "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}},
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+                },
             )
             self._sse(
                 "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}},
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])},
+                },
             )
         self._sse("content_block_stop", {"type": "content_block_stop", "index": index})
 
@@ -363,7 +390,5 @@ if __name__ == "__main__":  # pragma: no cover - manual experiments
         try:
             while True:
                 time.sleep(1)
-                for r in fake.requests[-5:]:
-                    pass
         except KeyboardInterrupt:
             pass

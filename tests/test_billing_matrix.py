@@ -45,11 +45,15 @@ def write_settings(home: Path, settings: dict[str, object]) -> None:
     [
         pytest.param({"ANTHROPIC_API_KEY": API_KEY}, None, id="api-key-and-login"),
         pytest.param({"ANTHROPIC_AUTH_TOKEN": "gateway-token"}, None, id="auth-token-and-login"),
-        pytest.param({"ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_AUTH_TOKEN": "gateway-token"}, None, id="both-and-login"),
+        pytest.param(
+            {"ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_AUTH_TOKEN": "gateway-token"}, None, id="both-and-login"
+        ),
         pytest.param({}, {"apiKeyHelper": f"echo {API_KEY}"}, id="api-key-helper-in-user-settings"),
         pytest.param({}, {"apiKeyHelper": "exit 3"}, id="failing-api-key-helper"),
         pytest.param({}, {"env": {"ANTHROPIC_API_KEY": API_KEY}}, id="settings-env-block"),
-        pytest.param({"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_BEARER_TOKEN_BEDROCK": "bedrock"}, None, id="bedrock-switch"),
+        pytest.param(
+            {"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_BEARER_TOKEN_BEDROCK": "bedrock"}, None, id="bedrock-switch"
+        ),
         pytest.param({"CLAUDE_CODE_SIMPLE": "1"}, None, id="bare-mode-variable"),
         pytest.param({"ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}, None, id="foreign-base-url"),
         pytest.param({"ANTHROPIC_CUSTOM_HEADERS": "x-api-key: " + API_KEY}, None, id="custom-headers"),
@@ -57,7 +61,11 @@ def write_settings(home: Path, settings: dict[str, object]) -> None:
     ],
 )
 def test_a_login_is_billed_whatever_else_is_set(
-    real_cli: FakeAnthropicAPI, home: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], settings: dict[str, object] | None
+    real_cli: FakeAnthropicAPI,
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    settings: dict[str, object] | None,
 ) -> None:
     write_login(home)
     if settings:
@@ -77,7 +85,9 @@ def test_a_login_is_billed_whatever_else_is_set(
         pytest.param({}, id="nothing"),
     ],
 )
-def test_without_a_login_nothing_is_sent(real_cli: FakeAnthropicAPI, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+def test_without_a_login_nothing_is_sent(
+    real_cli: FakeAnthropicAPI, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(NotLoggedIn) as info:
@@ -87,7 +97,9 @@ def test_without_a_login_nothing_is_sent(real_cli: FakeAnthropicAPI, monkeypatch
     assert real_cli.message_requests == []
 
 
-def test_helper_without_login_is_not_run_and_nothing_is_sent(real_cli: FakeAnthropicAPI, home: Path, tmp_path: Path) -> None:
+def test_helper_without_login_is_not_run_and_nothing_is_sent(
+    real_cli: FakeAnthropicAPI, home: Path, tmp_path: Path
+) -> None:
     marker = tmp_path / "helper-ran"
     write_settings(home, {"apiKeyHelper": f"touch {marker}; echo {API_KEY}"})
     with pytest.raises(NotLoggedIn):
@@ -110,7 +122,9 @@ def test_expired_login_still_goes_to_the_subscription(real_cli: FakeAnthropicAPI
     assert_subscription_request(real_cli)
 
 
-def test_login_in_claude_config_dir(real_cli: FakeAnthropicAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_login_in_claude_config_dir(
+    real_cli: FakeAnthropicAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config_dir = tmp_path / "claude-config"
     write_login(tmp_path, config_dir=config_dir)
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(config_dir))

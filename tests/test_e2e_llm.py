@@ -28,7 +28,9 @@ def api(real_cli: FakeAnthropicAPI, login: Path) -> FakeAnthropicAPI:
 
 
 def llm_run(*args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LLM, *args], capture_output=True, text=True, input=input, timeout=timeout, env=os.environ.copy())
+    return subprocess.run(
+        [LLM, *args], capture_output=True, text=True, check=False, input=input, timeout=timeout, env=os.environ.copy()
+    )
 
 
 def test_prompt_continue_and_logs_via_cli_runner(api: FakeAnthropicAPI) -> None:
@@ -109,7 +111,13 @@ def test_errors_never_show_a_traceback(api: FakeAnthropicAPI) -> None:
 def test_ctrl_c_kills_the_cli(api: FakeAnthropicAPI) -> None:
     gate = threading.Event()
     api.enqueue(Reply(text="one two three", gate=gate, gate_timeout=30))
-    proc = subprocess.Popen([LLM, "-m", "claude-max", "hi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [LLM, "-m", "claude-max", "hi"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.read(4)

@@ -58,7 +58,12 @@ def png_bytes() -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
     header = (1).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
 
 
 # -- streaming ---------------------------------------------------------------------------------------
@@ -141,7 +146,13 @@ def test_usage_and_response_json(api: FakeAnthropicAPI) -> None:
     assert usage.details == {"cache_read_input_tokens": 5}
     data = response.response_json
     assert data is not None
-    assert data["billing"] == {"route": "subscription", "source": "claude.ai login", "plan": "Claude Max", "provider": "firstParty", "verified": True}
+    assert data["billing"] == {
+        "route": "subscription",
+        "source": "claude.ai login",
+        "plan": "Claude Max",
+        "provider": "firstParty",
+        "verified": True,
+    }
     assert data["cost_estimate_usd"]["amount"] > 0
     assert "not a charge" in data["cost_estimate_usd"]["note"]
     assert data["rate_limit"]["status"] == "allowed"
@@ -178,11 +189,15 @@ def test_system_prompt_appended(api: FakeAnthropicAPI) -> None:
 def test_system_prompt_in_user_turn(api: FakeAnthropicAPI) -> None:
     model().prompt("hi", system="Be terse.", system_placement="user").text()
     assert "Be terse." not in "\n".join(system_texts(api.message_requests[0]))
-    assert any("<system_instructions>\nBe terse.\n</system_instructions>" in t for t in user_texts(api.message_requests[0]))
+    assert any(
+        "<system_instructions>\nBe terse.\n</system_instructions>" in t for t in user_texts(api.message_requests[0])
+    )
 
 
 # -- conversations -----------------------------------------------------------------------------------
-def test_conversation_resumes_the_cli_session(api: FakeAnthropicAPI, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_conversation_resumes_the_cli_session(
+    api: FakeAnthropicAPI, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     conversation = model().conversation()
     api.enqueue(Reply(text="Reply ONE"), Reply(text="Reply TWO"), Reply(text="Reply THREE"))
     first = conversation.prompt("first prompt", system="Be brief.")
@@ -243,7 +258,11 @@ def test_attachment_from_a_file(api: FakeAnthropicAPI, tmp_path: Path) -> None:
 
 
 # -- schemas -----------------------------------------------------------------------------------------
-SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name", "age"]}
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+}
 
 
 def test_schema_returns_the_structured_output(api: FakeAnthropicAPI) -> None:
@@ -350,7 +369,9 @@ async def test_cancelling_an_async_prompt_kills_the_cli(api: FakeAnthropicAPI) -
 
 
 # -- Claude Code tools (opt-in) -----------------------------------------------------------------------
-def test_tools_are_off_unless_enabled(api: FakeAnthropicAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tools_are_off_unless_enabled(
+    api: FakeAnthropicAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model().prompt("hi", claude_tools="Read", claude_tools_dir=str(tmp_path)).text()
     body = api.message_requests[0].body
     assert body is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -23,7 +24,7 @@ from llm_claude_max.errors import (
 )
 from llm_claude_max.runner.client import ClaudeCLI
 from llm_claude_max.runner.command import CommandSpec
-from llm_claude_max.runner.session import Done, Notice, Reasoning, Text, Timeouts, TurnEvent
+from llm_claude_max.runner.session import DEFAULT_TIMEOUTS, Done, Notice, Reasoning, Text, Timeouts, TurnEvent
 
 from . import fake_claude as fc
 from .conftest import ORPHAN_MARKER, FakeCLI
@@ -36,11 +37,13 @@ async def run(
     *,
     policy: guard.Policy = POLICY,
     spec: CommandSpec | None = None,
-    timeouts: Timeouts = Timeouts(),
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
     structured: bool = False,
 ) -> list[TurnEvent]:
     events = []
-    async for event in ClaudeCLI().prompt(spec or CommandSpec(), content, policy=policy, timeouts=timeouts, structured=structured):
+    async for event in ClaudeCLI().prompt(
+        spec or CommandSpec(), content, policy=policy, timeouts=timeouts, structured=structured
+    ):
         events.append(event)
     return events
 
@@ -65,7 +68,12 @@ async def test_initialize_is_sent_before_the_prompt(fake_cli: FakeCLI) -> None:
     await run("the prompt")
     lines = fake_cli.stdin_lines()
     assert lines[0]["request"]["subtype"] == "initialize"
-    assert lines[1] == {"type": "user", "message": {"role": "user", "content": "the prompt"}, "parent_tool_use_id": None, "session_id": ""}
+    assert lines[1] == {
+        "type": "user",
+        "message": {"role": "user", "content": "the prompt"},
+        "parent_tool_use_id": None,
+        "session_id": "",
+    }
     argv = fake_cli.invocations()[0]["argv"]
     assert "the prompt" not in " ".join(argv)
 
@@ -75,11 +83,16 @@ async def test_initialize_is_sent_before_the_prompt(fake_cli: FakeCLI) -> None:
     [
         ({"tokenSource": "none", "apiKeySource": "ANTHROPIC_API_KEY", "apiProvider": "firstParty"}, "api_key"),
         ({"tokenSource": "ANTHROPIC_AUTH_TOKEN", "apiProvider": "firstParty"}, "gateway_token"),
-        ({"tokenSource": "apiKeyHelper", "apiKeySource": "apiKeyHelper", "apiProvider": "firstParty"}, "api_key_helper"),
+        (
+            {"tokenSource": "apiKeyHelper", "apiKeySource": "apiKeyHelper", "apiProvider": "firstParty"},
+            "api_key_helper",
+        ),
         ({"apiProvider": "bedrock"}, "cloud_provider"),
     ],
 )
-async def test_paid_route_is_refused_before_the_prompt_is_written(fake_cli: FakeCLI, account: dict[str, Any], route: str) -> None:
+async def test_paid_route_is_refused_before_the_prompt_is_written(
+    fake_cli: FakeCLI, account: dict[str, Any], route: str
+) -> None:
     fake_cli.scenario(account=account)
     with pytest.raises(BillingRouteRefused) as info:
         await run("secret prompt")
@@ -98,7 +111,11 @@ async def test_not_logged_in_is_refused_before_the_prompt(fake_cli: FakeCLI) -> 
 async def test_api_key_route_allowed_with_opt_in_and_warned(fake_cli: FakeCLI) -> None:
     fake_cli.scenario(
         account={"tokenSource": "none", "apiKeySource": "ANTHROPIC_API_KEY", "apiProvider": "firstParty"},
-        steps=[{"emit": fc.init(api_key_source="ANTHROPIC_API_KEY")}, {"emit": fc.delta("ok")}, {"emit": fc.result("ok")}],
+        steps=[
+            {"emit": fc.init(api_key_source="ANTHROPIC_API_KEY")},
+            {"emit": fc.delta("ok")},
+            {"emit": fc.result("ok")},
+        ],
     )
     events = await run(policy=guard.Policy(allow_api_billing=True))
     notices = [e.message for e in events if isinstance(e, Notice)]
@@ -154,7 +171,14 @@ async def test_overage_stops_the_cli_and_locks_further_prompts(fake_cli: FakeCLI
 
 
 async def test_overage_with_opt_in_warns(fake_cli: FakeCLI) -> None:
-    fake_cli.scenario(steps=[{"emit": fc.init()}, {"emit": fc.delta("x")}, {"emit": fc.rate_limit("rejected", overage=True)}, {"emit": fc.result("x")}])
+    fake_cli.scenario(
+        steps=[
+            {"emit": fc.init()},
+            {"emit": fc.delta("x")},
+            {"emit": fc.rate_limit("rejected", overage=True)},
+            {"emit": fc.result("x")},
+        ]
+    )
     events = await run(policy=guard.Policy(allow_overage=True))
     assert any(isinstance(e, Notice) and "extra usage" in e.message for e in events)
 
@@ -162,7 +186,7 @@ async def test_overage_with_opt_in_warns(fake_cli: FakeCLI) -> None:
 async def test_overage_lock_expires_at_reset(fake_cli: FakeCLI) -> None:
     lock = guard.OverageLock()
     lock.path.parent.mkdir(parents=True, exist_ok=True)
-    lock.path.write_text('{"until": %d, "limit": "five_hour"}' % (time.time() - 1))
+    lock.path.write_text(json.dumps({"until": int(time.time()) - 1, "limit": "five_hour"}))
     assert texts(await run()) == "Hello there."
     assert not lock.path.exists()
 
@@ -207,7 +231,13 @@ async def test_error_result_with_success_subtype_is_an_error(fake_cli: FakeCLI) 
 
 
 async def test_not_logged_in_result(fake_cli: FakeCLI) -> None:
-    fake_cli.scenario(steps=[{"emit": fc.init()}, {"emit": fc.result("Not logged in · Please run /login", is_error=True)}, {"exit": 1}])
+    fake_cli.scenario(
+        steps=[
+            {"emit": fc.init()},
+            {"emit": fc.result("Not logged in · Please run /login", is_error=True)},
+            {"exit": 1},
+        ]
+    )
     with pytest.raises(NotLoggedIn):
         await run()
 
@@ -227,7 +257,12 @@ async def test_malformed_line_is_a_protocol_error(fake_cli: FakeCLI) -> None:
 
 async def test_unknown_event_types_are_tolerated(fake_cli: FakeCLI) -> None:
     fake_cli.scenario(
-        steps=[{"emit": fc.init()}, {"emit": {"type": "brand_new_event", "x": 1}}, {"emit": {"type": "system", "subtype": "novel"}}, *fc.answer("ok")[1:]]
+        steps=[
+            {"emit": fc.init()},
+            {"emit": {"type": "brand_new_event", "x": 1}},
+            {"emit": {"type": "system", "subtype": "novel"}},
+            *fc.answer("ok")[1:],
+        ]
     )
     assert texts(await run()) == "ok"
 
@@ -254,26 +289,57 @@ async def test_exit_zero_without_result_is_a_protocol_error(fake_cli: FakeCLI) -
 
 async def test_resume_of_unknown_session(fake_cli: FakeCLI) -> None:
     fake_cli.scenario(
-        steps=[{"emit": fc.result("", is_error=True, subtype="error_during_execution", errors=["No conversation found with session ID: x"])}, {"exit": 1}]
+        steps=[
+            {
+                "emit": fc.result(
+                    "",
+                    is_error=True,
+                    subtype="error_during_execution",
+                    errors=["No conversation found with session ID: x"],
+                )
+            },
+            {"exit": 1},
+        ]
     )
     with pytest.raises(SessionNotFound):
         await run(spec=CommandSpec(resume="11111111-2222-3333-4444-555555555555"))
 
 
 async def test_schema_output_is_the_structured_json(fake_cli: FakeCLI) -> None:
-    fake_cli.scenario(steps=[{"emit": fc.init()}, {"emit": fc.delta("preamble")}, {"emit": fc.rate_limit()}, {"emit": fc.result("{}", structured={"name": "Ada"})}])
+    fake_cli.scenario(
+        steps=[
+            {"emit": fc.init()},
+            {"emit": fc.delta("preamble")},
+            {"emit": fc.rate_limit()},
+            {"emit": fc.result("{}", structured={"name": "Ada"})},
+        ]
+    )
     events = await run(structured=True, spec=CommandSpec(json_schema={"type": "object"}))
     assert texts(events) == '{"name": "Ada"}'
 
 
 async def test_schema_without_structured_output_is_an_error(fake_cli: FakeCLI) -> None:
-    fake_cli.scenario(steps=[{"emit": fc.init()}, {"emit": fc.delta("I refuse")}, {"emit": fc.rate_limit()}, {"emit": fc.result("I refuse")}])
+    fake_cli.scenario(
+        steps=[
+            {"emit": fc.init()},
+            {"emit": fc.delta("I refuse")},
+            {"emit": fc.rate_limit()},
+            {"emit": fc.result("I refuse")},
+        ]
+    )
     with pytest.raises(StructuredOutputMissing, match="I refuse"):
         await run(structured=True, spec=CommandSpec(json_schema={"type": "object"}))
 
 
 async def test_non_streaming_fallback_emits_the_final_text(fake_cli: FakeCLI) -> None:
-    fake_cli.scenario(steps=[{"emit": fc.init()}, {"emit": fc.assistant("Whole answer.", "msg_2")}, {"emit": fc.rate_limit()}, {"emit": fc.result("Whole answer.")}])
+    fake_cli.scenario(
+        steps=[
+            {"emit": fc.init()},
+            {"emit": fc.assistant("Whole answer.", "msg_2")},
+            {"emit": fc.rate_limit()},
+            {"emit": fc.result("Whole answer.")},
+        ]
+    )
     assert texts(await run()) == "Whole answer."
 
 
@@ -305,14 +371,18 @@ async def test_thinking_becomes_reasoning(fake_cli: FakeCLI) -> None:
 
 
 async def test_initialize_not_answered_falls_back_to_auth_status(fake_cli: FakeCLI) -> None:
-    fake_cli.scenario(initialize="error", auth_status={"loggedIn": True, "authMethod": "api_key", "apiKeySource": "ANTHROPIC_API_KEY"})
+    fake_cli.scenario(
+        initialize="error", auth_status={"loggedIn": True, "authMethod": "api_key", "apiKeySource": "ANTHROPIC_API_KEY"}
+    )
     with pytest.raises(BillingRouteRefused):
         await run()
     assert any(inv["argv"][:2] == ["auth", "status"] for inv in fake_cli.invocations())
 
 
 async def test_initialize_error_with_subscription_auth_status_proceeds(fake_cli: FakeCLI) -> None:
-    fake_cli.scenario(initialize="error", auth_status={"loggedIn": True, "authMethod": "claude.ai", "subscriptionType": "max"})
+    fake_cli.scenario(
+        initialize="error", auth_status={"loggedIn": True, "authMethod": "claude.ai", "subscriptionType": "max"}
+    )
     assert texts(await run()) == "Hello there."
 
 
@@ -331,8 +401,10 @@ async def test_idle_timeout_kills_a_stalled_cli(fake_cli: FakeCLI) -> None:
 
 
 async def test_total_timeout_caps_a_chatty_cli(fake_cli: FakeCLI) -> None:
-    fake_cli.scenario(steps=[{"emit": fc.init()}, *[x for _ in range(100) for x in ({"emit": fc.delta("x")}, {"sleep": 0.1})]])
-    with pytest.raises(ClaudeTimeout, match="within 1.5 s"):
+    fake_cli.scenario(
+        steps=[{"emit": fc.init()}, *[x for _ in range(100) for x in ({"emit": fc.delta("x")}, {"sleep": 0.1})]]
+    )
+    with pytest.raises(ClaudeTimeout, match=r"within 1\.5 s"):
         await run(timeouts=Timeouts(total=1.5))
 
 
@@ -344,7 +416,9 @@ async def test_kill_reaches_the_whole_process_group(fake_cli: FakeCLI) -> None:
 
 
 async def test_cancelling_the_task_kills_the_cli(fake_cli: FakeCLI) -> None:
-    fake_cli.scenario(steps=[{"emit": fc.init()}, {"emit": fc.delta("x")}, {"spawn": ["sleep", ORPHAN_MARKER]}, {"hang": True}])
+    fake_cli.scenario(
+        steps=[{"emit": fc.init()}, {"emit": fc.delta("x")}, {"spawn": ["sleep", ORPHAN_MARKER]}, {"hang": True}]
+    )
     started = asyncio.Event()
 
     async def consume() -> None:
@@ -370,7 +444,14 @@ async def test_closing_the_iterator_early_kills_the_cli(fake_cli: FakeCLI) -> No
 
 async def test_a_huge_answer_line_is_read(fake_cli: FakeCLI) -> None:
     big = "x" * (3 * 1024 * 1024)
-    fake_cli.scenario(steps=[{"emit": fc.init()}, {"emit": fc.assistant(big, "msg_9")}, {"emit": fc.rate_limit()}, {"emit": fc.result(big)}])
+    fake_cli.scenario(
+        steps=[
+            {"emit": fc.init()},
+            {"emit": fc.assistant(big, "msg_9")},
+            {"emit": fc.rate_limit()},
+            {"emit": fc.result(big)},
+        ]
+    )
     assert len(texts(await run())) == len(big)
 
 

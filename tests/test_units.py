@@ -10,11 +10,18 @@ import llm
 import pytest
 
 from llm_claude_max import catalog, conversation, guard, routes
-from llm_claude_max.errors import BillingRouteRefused, ClaudeMaxError, InvalidRequest, NotLoggedIn, PaidUsageRefused, UsageLimitReached
+from llm_claude_max.errors import (
+    BillingRouteRefused,
+    ClaudeMaxError,
+    InvalidRequest,
+    NotLoggedIn,
+    PaidUsageRefused,
+    UsageLimitReached,
+)
 from llm_claude_max.models import as_llm_error
 from llm_claude_max.runner import failure, protocol
 from llm_claude_max.runner.command import CommandSpec, SystemPlacement, build_argv, build_env
-from llm_claude_max.runner.locate import TESTED_VERSION, CLI, version_tuple
+from llm_claude_max.runner.locate import CLI, TESTED_VERSION, version_tuple
 
 # -- routes and the child environment --------------------------------------------------------------
 
@@ -58,7 +65,9 @@ def test_quiet_defaults_respect_the_user() -> None:
 
 def test_base_url_only_from_our_own_variable() -> None:
     assert "ANTHROPIC_BASE_URL" not in build_env({"ANTHROPIC_BASE_URL": "http://evil"}).env
-    assert build_env({"ANTHROPIC_BASE_URL": "http://evil"}, base_url="http://gw").env["ANTHROPIC_BASE_URL"] == "http://gw"
+    assert (
+        build_env({"ANTHROPIC_BASE_URL": "http://evil"}, base_url="http://gw").env["ANTHROPIC_BASE_URL"] == "http://gw"
+    )
 
 
 def test_present_treats_empty_as_unset() -> None:
@@ -72,16 +81,28 @@ def test_present_treats_empty_as_unset() -> None:
 def test_argv_is_deliberate() -> None:
     argv = build_argv(Path("/bin/claude"), CommandSpec())
     assert argv[:2] == ["/bin/claude", "-p"]
-    for flag in ("--input-format=stream-json", "--output-format=stream-json", "--verbose", "--include-partial-messages",
-                 "--setting-sources=", "--strict-mcp-config", "--tools=", "--system-prompt="):
+    for flag in (
+        "--input-format=stream-json",
+        "--output-format=stream-json",
+        "--verbose",
+        "--include-partial-messages",
+        "--setting-sources=",
+        "--strict-mcp-config",
+        "--tools=",
+        "--system-prompt=",
+    ):
         assert flag in argv
     assert not any(a.startswith("--model") for a in argv)
     assert not any(a.startswith("--session-id") for a in argv)
 
 
 def test_argv_values_cannot_become_flags() -> None:
-    argv = build_argv(Path("c"), CommandSpec(model="sonnet", system_prompt="--be terse", effort="high", resume="abc",
-                                             json_schema={"type": "object"}))
+    argv = build_argv(
+        Path("c"),
+        CommandSpec(
+            model="sonnet", system_prompt="--be terse", effort="high", resume="abc", json_schema={"type": "object"}
+        ),
+    )
     assert "--system-prompt=--be terse" in argv
     assert "--model=sonnet" in argv and "--effort=high" in argv and "--resume=abc" in argv
     assert '--json-schema={"type":"object"}' in argv
@@ -114,7 +135,11 @@ def test_parse_real_lines() -> None:
     init = protocol.parse_line(REAL_LINES["init"])
     assert isinstance(init, protocol.Init)
     assert (init.session_id, init.api_key_source, init.version, init.socket_path) == (
-        "42343d59-322d-4366-8841-774545f7db2b", "none", "2.1.328", "/tmp/cc-socks/3155.sock")
+        "42343d59-322d-4366-8841-774545f7db2b",
+        "none",
+        "2.1.328",
+        "/tmp/cc-socks/3155.sock",
+    )
     delta = protocol.parse_line(REAL_LINES["delta"].encode())
     assert delta == protocol.TextDelta("Hello ", "msg_fake0001")
     rate = protocol.parse_line(REAL_LINES["rate"])
@@ -126,7 +151,12 @@ def test_parse_real_lines() -> None:
     assert isinstance(result, protocol.Result) and result.text == "Hello." and not result.is_error
     assert result.usage == {"input_tokens": 12, "output_tokens": 7}
     error = protocol.parse_line(REAL_LINES["error_result"])
-    assert isinstance(error, protocol.Result) and error.is_error and error.subtype == "success" and error.api_error_status == 529
+    assert (
+        isinstance(error, protocol.Result)
+        and error.is_error
+        and error.subtype == "success"
+        and error.api_error_status == 529
+    )
     synthetic = protocol.parse_line(REAL_LINES["synthetic"])
     assert isinstance(synthetic, protocol.Assistant) and synthetic.api_error == "authentication_failed"
 
@@ -156,12 +186,21 @@ ACCOUNTS = [
     ({"subscriptionType": "Claude Pro", "apiProvider": "firstParty"}, guard.Route.SUBSCRIPTION),
     ({"tokenSource": "CLAUDE_CODE_OAUTH_TOKEN", "apiProvider": "firstParty"}, guard.Route.SUBSCRIPTION),
     ({"tokenSource": "none", "apiKeySource": "ANTHROPIC_API_KEY", "apiProvider": "firstParty"}, guard.Route.API_KEY),
-    ({"tokenSource": "claude.ai", "apiKeySource": "ANTHROPIC_API_KEY", "apiProvider": "firstParty"}, guard.Route.API_KEY),
+    (
+        {"tokenSource": "claude.ai", "apiKeySource": "ANTHROPIC_API_KEY", "apiProvider": "firstParty"},
+        guard.Route.API_KEY,
+    ),
     ({"tokenSource": "ANTHROPIC_AUTH_TOKEN", "apiProvider": "firstParty"}, guard.Route.GATEWAY),
-    ({"tokenSource": "apiKeyHelper", "apiKeySource": "apiKeyHelper", "apiProvider": "firstParty"}, guard.Route.API_KEY_HELPER),
+    (
+        {"tokenSource": "apiKeyHelper", "apiKeySource": "apiKeyHelper", "apiProvider": "firstParty"},
+        guard.Route.API_KEY_HELPER,
+    ),
     ({"tokenSource": "none", "apiProvider": "firstParty"}, guard.Route.NONE),
     ({"apiProvider": "bedrock"}, guard.Route.CLOUD),
-    ({"tokenSource": "/login managed key", "apiKeySource": "/login managed key", "apiProvider": "firstParty"}, guard.Route.API_KEY),
+    (
+        {"tokenSource": "/login managed key", "apiKeySource": "/login managed key", "apiProvider": "firstParty"},
+        guard.Route.API_KEY,
+    ),
 ]
 
 
@@ -191,7 +230,8 @@ def test_api_billing_opt_in_covers_api_keys_only() -> None:
 
 def test_conflict_is_explained() -> None:
     report = guard.route_from_account(
-        {"tokenSource": "claude.ai", "apiKeySource": "ANTHROPIC_API_KEY"}, {"token_source": "claude.ai", "api_key_source": "ANTHROPIC_API_KEY"}
+        {"tokenSource": "claude.ai", "apiKeySource": "ANTHROPIC_API_KEY"},
+        {"token_source": "claude.ai", "api_key_source": "ANTHROPIC_API_KEY"},
     )
     with pytest.raises(BillingRouteRefused, match="A subscription login exists, but the API credential would win"):
         guard.check_route(report, guard.Policy())
@@ -203,7 +243,10 @@ def test_conflict_is_explained() -> None:
         ({"loggedIn": True, "authMethod": "claude.ai", "subscriptionType": "max"}, guard.Route.SUBSCRIPTION),
         ({"loggedIn": True, "authMethod": "oauth_token"}, guard.Route.SUBSCRIPTION),
         ({"loggedIn": True, "authMethod": "api_key", "apiKeySource": "ANTHROPIC_API_KEY"}, guard.Route.API_KEY),
-        ({"loggedIn": True, "authMethod": "api_key_helper", "apiKeySource": "apiKeyHelper"}, guard.Route.API_KEY_HELPER),
+        (
+            {"loggedIn": True, "authMethod": "api_key_helper", "apiKeySource": "apiKeyHelper"},
+            guard.Route.API_KEY_HELPER,
+        ),
         ({"loggedIn": True, "authMethod": "oauth_token", "apiKeySource": "ANTHROPIC_API_KEY"}, guard.Route.API_KEY),
         ({"loggedIn": False, "authMethod": "none"}, guard.Route.NONE),
     ],
@@ -223,7 +266,9 @@ def test_init_api_key_source_must_be_none() -> None:
 def test_overage_lock_round_trip() -> None:
     lock = guard.OverageLock()
     lock.check(guard.Policy())
-    rate = protocol.RateLimit("rejected", int(time.time()) + 60, "five_hour", True, "allowed", {"overageResetsAt": int(time.time()) + 60})
+    rate = protocol.RateLimit(
+        "rejected", int(time.time()) + 60, "five_hour", True, "allowed", {"overageResetsAt": int(time.time()) + 60}
+    )
     lock.set(rate, "sid")
     with pytest.raises(PaidUsageRefused, match="5-hour limit resets"):
         lock.check(guard.Policy())
@@ -247,14 +292,18 @@ def test_usage_limit_error_text() -> None:
 def with_session(text: str, session_id: str) -> llm.Message:
     from llm.parts import TextPart
 
-    return llm.Message(role="assistant", parts=[TextPart(text=text, provider_metadata={"claude_max": {"session_id": session_id}})])
+    return llm.Message(
+        role="assistant", parts=[TextPart(text=text, provider_metadata={"claude_max": {"session_id": session_id}})]
+    )
 
 
 SID = "11111111-2222-3333-4444-555555555555"
 
 
 def test_plan_new_conversation() -> None:
-    plan = conversation.plan([llm.system("Sys"), llm.user("hi")], placement=SystemPlacement.REPLACE, transcript_exists=lambda s: True)
+    plan = conversation.plan(
+        [llm.system("Sys"), llm.user("hi")], placement=SystemPlacement.REPLACE, transcript_exists=lambda s: True
+    )
     assert plan.system == "Sys" and plan.content == [{"type": "text", "text": "hi"}] and plan.resume is None
 
 
@@ -270,7 +319,12 @@ def test_plan_replays_when_the_transcript_is_gone() -> None:
     assert plan.resume is None and plan.replayed == 2
     assert plan.system is None  # placement=user: the system prompt travels in the message
     text = plan.content[0]["text"]
-    assert text.index("<system_instructions>\nSys") < text.index("<user>\na") < text.index("<assistant>\nb") < text.index("new message:\nc")
+    assert (
+        text.index("<system_instructions>\nSys")
+        < text.index("<user>\na")
+        < text.index("<assistant>\nb")
+        < text.index("new message:\nc")
+    )
     assert plan.notice is not None and SID in plan.notice
 
 
@@ -287,22 +341,31 @@ def test_plan_rejects_empty_prompts() -> None:
 
 def test_plan_attachments_keep_their_place() -> None:
     image = llm.Attachment(type="image/png", content=b"\x89PNG fake")
-    plan = conversation.plan([llm.user("look", image)], placement=SystemPlacement.REPLACE, transcript_exists=lambda s: True)
+    plan = conversation.plan(
+        [llm.user("look", image)], placement=SystemPlacement.REPLACE, transcript_exists=lambda s: True
+    )
     assert [b["type"] for b in plan.content] == ["text", "image"]
     assert plan.content[1]["source"]["media_type"] == "image/png"
 
 
 def test_unreadable_attachment_is_invalid_request(tmp_path: Path) -> None:
     missing = llm.Attachment(type="image/png", path=str(tmp_path / "nope.png"))
-    with pytest.raises(InvalidRequest, match="nope.png"):
-        conversation.plan([llm.user("look", missing)], placement=SystemPlacement.REPLACE, transcript_exists=lambda s: True)
+    with pytest.raises(InvalidRequest, match=r"nope\.png"):
+        conversation.plan(
+            [llm.user("look", missing)], placement=SystemPlacement.REPLACE, transcript_exists=lambda s: True
+        )
 
 
 # -- catalog, versions, the error mixin --------------------------------------------------------------------
 
 
 def test_catalog_falls_back_then_learns() -> None:
-    assert [m.model_id for m in catalog.load()] == ["claude-max", "claude-max-opus", "claude-max-sonnet", "claude-max-haiku"]
+    assert [m.model_id for m in catalog.load()] == [
+        "claude-max",
+        "claude-max-opus",
+        "claude-max-sonnet",
+        "claude-max-haiku",
+    ]
     assert catalog.remember([{"value": "default"}, {"value": "fable", "resolvedModel": "claude-fable-5-2"}])
     assert [m.model_id for m in catalog.load()] == ["claude-max", "claude-max-fable"]
     assert not catalog.remember([{"value": "default"}, {"value": "fable", "resolvedModel": "claude-fable-5-2"}])

@@ -11,7 +11,7 @@ from .. import catalog, config, guard, paths
 from .command import ChildEnv, CommandSpec, build_env
 from .locate import find_cli
 from .protocol import JSON
-from .session import Session, Timeouts, TurnEvent
+from .session import DEFAULT_TIMEOUTS, Session, Timeouts, TurnEvent
 
 FD_VARIABLES = ("CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR", "CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR")
 
@@ -23,7 +23,9 @@ class ClaudeCLI:
     route variables in it are never passed on (see :mod:`llm_claude_max.routes`).
     """
 
-    def __init__(self, *, cli: str | None = None, env: Mapping[str, str] | None = None, settings: config.Settings | None = None) -> None:
+    def __init__(
+        self, *, cli: str | None = None, env: Mapping[str, str] | None = None, settings: config.Settings | None = None
+    ) -> None:
         self.env: dict[str, str] = dict(os.environ if env is None else env)
         self.settings = settings or config.Settings.from_env(self.env)
         self.path: Path = find_cli(cli or self.settings.cli, self.env)
@@ -42,7 +44,7 @@ class ClaudeCLI:
         spec: CommandSpec,
         *,
         policy: guard.Policy,
-        timeouts: Timeouts = Timeouts(),
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
         cwd: Path | None = None,
     ) -> Session:
         child = self.child_env(policy, spec.extra_env)
@@ -63,7 +65,7 @@ class ClaudeCLI:
         content: str | list[JSON],
         *,
         policy: guard.Policy,
-        timeouts: Timeouts = Timeouts(),
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
         structured: bool = False,
         cwd: Path | None = None,
     ) -> AsyncIterator[TurnEvent]:
@@ -80,7 +82,9 @@ class ClaudeCLI:
         Does not apply the policy: the caller decides what to make of the route. Note that the child
         environment is already scrubbed: this is the route *llm-claude-max* would get.
         """
-        session = self.session(CommandSpec(persist_session=False), policy=guard.Policy(), timeouts=Timeouts(start=timeout))
+        session = self.session(
+            CommandSpec(persist_session=False), policy=guard.Policy(), timeouts=Timeouts(start=timeout)
+        )
         try:
             route = await session.start(enforce=False)
         except Exception:

@@ -110,6 +110,7 @@ def read_version(path: Path, env: Mapping[str, str] | None = None, *, timeout: f
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
+            check=False,
             timeout=timeout,
             env={k: v for k, v in env.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")},
         ).stdout

@@ -82,7 +82,9 @@ class ClaudeProcess:
             stdin.write(data)
             await stdin.drain()
         except (BrokenPipeError, ConnectionResetError) as exc:
-            raise ProtocolError("The CLI closed its input before the prompt was written.", stderr=self.stderr_tail()) from exc
+            raise ProtocolError(
+                "The CLI closed its input before the prompt was written.", stderr=self.stderr_tail()
+            ) from exc
 
     def close_stdin(self) -> None:
         stdin = self._proc.stdin

@@ -200,7 +200,9 @@ def _parse_event(d: JSON) -> Event:
             message_id=message.get("id"),
             model=message.get("model"),
             content=[b for b in content if isinstance(b, dict)] if isinstance(content, list) else [],
-            api_error=d.get("error") if d.get("is_api_error_message") or message.get("model") == "<synthetic>" else None,
+            api_error=d.get("error")
+            if d.get("is_api_error_message") or message.get("model") == "<synthetic>"
+            else None,
         )
     if kind == "user":
         message = d.get("message") or {}
@@ -218,10 +220,11 @@ def _parse_event(d: JSON) -> Event:
         )
     if kind == "result":
         errors = d.get("errors")
+        text = d.get("result")
         return Result(
             subtype=str(d.get("subtype", "")),
             is_error=d.get("is_error") is True,
-            text=d.get("result") if isinstance(d.get("result"), str) else "",
+            text=text if isinstance(text, str) else "",
             session_id=d.get("session_id"),
             api_error_status=_int(d.get("api_error_status")),
             terminal_reason=d.get("terminal_reason"),
@@ -255,8 +258,12 @@ def encode_initialize(request_id: str) -> bytes:
 
 
 def encode_user_message(content: str | list[JSON]) -> bytes:
-    return _line({"type": "user", "message": {"role": "user", "content": content}, "parent_tool_use_id": None, "session_id": ""})
+    return _line(
+        {"type": "user", "message": {"role": "user", "content": content}, "parent_tool_use_id": None, "session_id": ""}
+    )
 
 
 def encode_control_error(request_id: str, error: str) -> bytes:
-    return _line({"type": "control_response", "response": {"subtype": "error", "request_id": request_id, "error": error}})
+    return _line(
+        {"type": "control_response", "response": {"subtype": "error", "request_id": request_id, "error": error}}
+    )

@@ -20,8 +20,8 @@ from typing import Any
 
 from .. import guard
 from ..errors import (
-    CLINotFound,
     ClaudeTimeout,
+    CLINotFound,
     InvalidRequest,
     PaidUsageRefused,
     ProtocolError,
@@ -58,6 +58,9 @@ class Timeouts:
     """Longest silence (no event at all) while a turn runs."""
     total: float | None = 1800.0
     """Hard cap for one turn."""
+
+
+DEFAULT_TIMEOUTS = Timeouts()
 
 
 # -- what a turn yields --------------------------------------------------------------------------
@@ -157,7 +160,7 @@ class Session:
         cwd: Path,
         policy: guard.Policy,
         lock: guard.OverageLock,
-        timeouts: Timeouts = Timeouts(),
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
         pass_fds: Sequence[int] = (),
     ) -> None:
         self.cli = cli
@@ -230,7 +233,8 @@ class Session:
                     event = await self.proc.read_event()
             except TimeoutError:
                 raise ClaudeTimeout(
-                    f"The Claude Code CLI did not start within {self.timeouts.start:g} s.", stderr=self.proc.stderr_tail() or None
+                    f"The Claude Code CLI did not start within {self.timeouts.start:g} s.",
+                    stderr=self.proc.stderr_tail() or None,
                 ) from None
             if event is None:
                 code = await self.proc.wait(5)
@@ -255,12 +259,16 @@ class Session:
                 proc.kill()
             await proc.wait()
             if isinstance(exc, TimeoutError):
-                raise ClaudeTimeout("`claude auth status` did not answer; the billing route could not be checked.") from None
+                raise ClaudeTimeout(
+                    "`claude auth status` did not answer; the billing route could not be checked."
+                ) from None
             raise
         try:
             status = json.loads(out)
         except ValueError:
-            raise ProtocolError("The CLI answered neither `initialize` nor `auth status --json`; refusing to send.") from None
+            raise ProtocolError(
+                "The CLI answered neither `initialize` nor `auth status --json`; refusing to send."
+            ) from None
         return guard.route_from_auth_status(status if isinstance(status, dict) else {})
 
     # -- one turn ------------------------------------------------------------------------------
@@ -311,7 +319,10 @@ class Session:
                     if kind == "text" and (event.message_id, "text") not in streamed and not structured:
                         # The CLI fell back to a non-streaming request: the whole text arrives here.
                         if incomplete and texts:
-                            yield Notice("claude-max: the stream was interrupted; the CLI asked again without streaming, the full answer follows")
+                            yield Notice(
+                                "claude-max: the stream was interrupted; the CLI asked again without streaming, "
+                                "the full answer follows"
+                            )
                         texts.append(block.get("text", ""))
                         yield Text(block.get("text", ""))
                     elif kind == "thinking" and (event.message_id, "thinking") not in streamed:
@@ -384,8 +395,12 @@ class Session:
             stderr = self.proc.stderr_tail() or None
             await self.kill()
             if hard:
-                raise ClaudeTimeout(f"No complete answer within {self.timeouts.total:g} s; the CLI was stopped.", stderr=stderr) from None
-            raise ClaudeTimeout(f"The CLI sent nothing for {self.timeouts.idle:g} s; it was stopped.", stderr=stderr) from None
+                raise ClaudeTimeout(
+                    f"No complete answer within {self.timeouts.total:g} s; the CLI was stopped.", stderr=stderr
+                ) from None
+            raise ClaudeTimeout(
+                f"The CLI sent nothing for {self.timeouts.idle:g} s; it was stopped.", stderr=stderr
+            ) from None
 
     @staticmethod
     def _model_of(result: Result) -> str | None:
