@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import click
 
@@ -48,6 +49,68 @@ def models(refresh: bool, as_json: bool) -> None:
         click.echo(f"{e.model_id} ({e.alias}{resolved}){description}")
     if not any(e.resolved for e in entries):
         click.echo("(built-in list; run with --refresh to ask the CLI)", err=True)
+
+
+@cli.command()
+@click.argument("select", nargs=-1, metavar="[GROUP|CHECK]...")
+@click.option("--offline", is_flag=True, help="Do not start the CLI or probe local ports (fast, static analysis only).")
+@click.option("--live", is_flag=True, help="Also send one tiny prompt through llm-claude-max (spends a little quota).")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON (schema: docs/doctor.md).")
+@click.option("-v", "--verbose", is_flag=True, help="Show every finding with its details, sources and links.")
+@click.option("--strict", is_flag=True, help="Exit with 3 when there are warnings (for CI).")
+@click.option("--list", "list_checks", is_flag=True, help="List every check and the plugin that provides it.")
+@click.option("--disable-plugin", multiple=True, metavar="NAME", help="Do not load this plugin (repeatable).")
+@click.option(
+    "--project",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The directory plain `claude -p` would run in, for its .claude settings (default: the current one).",
+)
+@click.pass_context
+def doctor(
+    click_ctx: click.Context,
+    select: tuple[str, ...],
+    offline: bool,
+    live: bool,
+    as_json: bool,
+    verbose: bool,
+    strict: bool,
+    list_checks: bool,
+    disable_plugin: tuple[str, ...],
+    project: Path | None,
+) -> None:
+    """Which credential the Claude Code CLI will use and why, who is billed, and the exact fix.
+
+    Exit codes: 0 no problem, 1 a failure (or a crashed check), 2 bad usage, 3 warnings with --strict.
+    """
+    from diagnostics import manager, render
+    from diagnostics.context import Context, Options
+
+    plugins = manager.load(blocked=disable_plugin)
+    checks = manager.select(plugins, select)
+    if select and not checks:
+        raise click.UsageError(
+            f"No check or group matches {' '.join(select)!r}; `claude-max doctor --list` shows them."
+        )
+    if list_checks:
+        rows = [("check", "group", "plugin", "title")]
+        for plugin, check in checks:
+            where = plugins.distributions.get(plugin, plugin)
+            flags = " (--live)" if check.live else (" (starts the CLI)" if check.needs_cli else "")
+            rows.append((check.id, check.group, where, check.title + flags))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for row in rows:
+            click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        for failure in plugins.failures:
+            click.echo(f"! {failure.findings[0].summary}", err=True)
+        return
+    context = Context(cwd=project, options=Options(offline=offline, live=live, verbose=verbose))
+    results = plugins.failures + manager.run(checks, context)
+    code = manager.exit_code(results, strict=strict)
+    if as_json:
+        click.echo(render.as_json(results, context, exit_code=code, strict=strict), nl=False)
+    else:
+        click.echo(render.human(results, context, exit_code=code), nl=False)
+    click_ctx.exit(code)
 
 
 @cli.command()

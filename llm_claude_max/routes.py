@@ -135,17 +135,61 @@ API_BILLING: frozenset[str] = frozenset(v.name for v in VARIABLES if v.kind is K
 
 PAID_KINDS: frozenset[Kind] = frozenset({Kind.CLOUD, Kind.GATEWAY_TOKEN, Kind.API_KEY, Kind.PROFILE})
 
-PRECEDENCE: tuple[tuple[str, tuple[Kind, ...]], ...] = (
-    ("cloud provider", (Kind.CLOUD,)),
-    ("ANTHROPIC_AUTH_TOKEN", (Kind.GATEWAY_TOKEN,)),
-    ("ANTHROPIC_API_KEY", (Kind.API_KEY,)),
-    ("apiKeyHelper", ()),
-    ("CLAUDE_CODE_OAUTH_TOKEN", (Kind.SUBSCRIPTION,)),
-    ("profile / federation", (Kind.PROFILE,)),
-    ("/login (claude.ai subscription)", ()),
+
+class Rung(enum.IntEnum):
+    """Claude Code's credential precedence, highest first (the documented order, ``authentication.md``)."""
+
+    CLOUD = 1  # CLAUDE_CODE_USE_BEDROCK/VERTEX/FOUNDRY/...
+    AUTH_TOKEN = 2  # ANTHROPIC_AUTH_TOKEN
+    API_KEY = 3  # ANTHROPIC_API_KEY
+    API_KEY_HELPER = 4  # apiKeyHelper setting
+    MANAGED_KEY = 5  # a Console API key stored by `claude auth login --console` (.claude.json primaryApiKey)
+    OAUTH_TOKEN = 6  # CLAUDE_CODE_OAUTH_TOKEN (setup-token)
+    PROFILE = 7  # ANTHROPIC_PROFILE / federation
+    LOGIN = 8  # /login: claude.ai subscription OAuth (.credentials.json or the macOS Keychain)
+
+    @property
+    def title(self) -> str:
+        return RUNG_TITLES[self]
+
+    @property
+    def paid(self) -> bool:
+        """Billed per token (or by a cloud account) rather than to a subscription."""
+        return self not in (Rung.OAUTH_TOKEN, Rung.LOGIN)
+
+
+RUNG_TITLES = {
+    Rung.CLOUD: "cloud provider",
+    Rung.AUTH_TOKEN: "ANTHROPIC_AUTH_TOKEN",
+    Rung.API_KEY: "ANTHROPIC_API_KEY",
+    Rung.API_KEY_HELPER: "apiKeyHelper",
+    Rung.MANAGED_KEY: "/login managed key",
+    Rung.OAUTH_TOKEN: "CLAUDE_CODE_OAUTH_TOKEN",
+    Rung.PROFILE: "profile / federation",
+    Rung.LOGIN: "/login (claude.ai)",
+}
+
+KIND_RUNG: Mapping[Kind, Rung] = {
+    Kind.CLOUD: Rung.CLOUD,
+    Kind.GATEWAY_TOKEN: Rung.AUTH_TOKEN,
+    Kind.API_KEY: Rung.API_KEY,
+    Kind.SUBSCRIPTION: Rung.OAUTH_TOKEN,
+    Kind.PROFILE: Rung.PROFILE,
+}
+
+PRINT_MODE_ORDER: tuple[Rung, ...] = (
+    Rung.CLOUD,
+    Rung.API_KEY,
+    Rung.AUTH_TOKEN,
+    Rung.API_KEY_HELPER,
+    Rung.MANAGED_KEY,
+    Rung.OAUTH_TOKEN,
+    Rung.PROFILE,
+    Rung.LOGIN,
 )
-"""Claude Code's documented credential precedence, highest first (rungs without variables are
-settings or stored logins). In `claude -p`, ``ANTHROPIC_API_KEY`` is used whenever present."""
+"""Who wins in `claude -p`, as observed on the CLI 2.1.328 (``claude-cli.md`` §3.2): the documented
+order, except that ``ANTHROPIC_API_KEY`` is used whenever present (with ``ANTHROPIC_AUTH_TOKEN`` also
+set, both headers are sent and ``apiKeySource`` names the API key)."""
 
 
 def scrub(env: Mapping[str, str], *, keep: frozenset[str] = frozenset()) -> tuple[dict[str, str], list[str]]:

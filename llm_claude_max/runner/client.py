@@ -76,15 +76,32 @@ class ClaudeCLI:
             async for event in session.turn(content, structured=structured):
                 yield event
 
-    async def probe(self, *, timeout: float = 30.0) -> tuple[guard.RouteReport, dict[str, Any]]:
+    async def probe(
+        self, *, plain: bool = False, cwd: Path | None = None, timeout: float = 30.0
+    ) -> tuple[guard.RouteReport, dict[str, Any]]:
         """Ask the CLI which route it would use (``initialize``; no API call, nothing billed).
 
-        Does not apply the policy: the caller decides what to make of the route. Note that the child
-        environment is already scrubbed: this is the route *llm-claude-max* would get.
+        Does not apply the policy: the caller decides what to make of the route. By default this is
+        the route llm-claude-max gets (scrubbed environment, isolated flags). ``plain=True`` asks what
+        plain `claude -p` in ``cwd`` would use, with this environment and the user's settings, for the
+        doctor; such a session can never be sent a prompt.
         """
-        session = self.session(
-            CommandSpec(persist_session=False), policy=guard.Policy(), timeouts=Timeouts(start=timeout)
-        )
+        timeouts = Timeouts(start=timeout)
+        if plain:
+            env = dict(self.env)
+            env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            spec = CommandSpec(isolated=False)
+            session = Session(
+                self.path,
+                spec,
+                env=env,
+                cwd=cwd or Path.cwd(),
+                policy=guard.Policy(),
+                lock=self.lock,
+                timeouts=timeouts,
+            )
+        else:
+            session = self.session(CommandSpec(persist_session=False), policy=guard.Policy(), timeouts=timeouts)
         try:
             route = await session.start(enforce=False)
         except Exception:

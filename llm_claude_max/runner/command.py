@@ -55,15 +55,17 @@ class CommandSpec:
     persist_session: bool = True
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """Overrides for the child environment, e.g. ``CLAUDE_CODE_MAX_RETRIES`` from an option."""
+    isolated: bool = True
+    """False only for the doctor's probe of what plain `claude -p` would do: no isolation flags. Such a
+    process is only asked ``initialize``; :meth:`Session.turn` refuses to send it a prompt."""
 
 
 def build_argv(cli: Path, spec: CommandSpec) -> list[str]:
+    protocol = [str(cli), "-p", "--input-format=stream-json", "--output-format=stream-json", "--verbose"]
+    if not spec.isolated:
+        return protocol
     argv = [
-        str(cli),
-        "-p",
-        "--input-format=stream-json",
-        "--output-format=stream-json",
-        "--verbose",
+        *protocol,
         "--include-partial-messages",
         "--setting-sources=",
         "--strict-mcp-config",

@@ -98,6 +98,30 @@ def _cache_key(path: Path) -> str | None:
     return f"{real}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def version_without_running(path: Path) -> tuple[str | None, str]:
+    """The version from the installation itself: npm's ``package.json`` next to the binary, or a
+    native install's versioned file name (``~/.local/share/claude/versions/2.1.328``)."""
+    try:
+        real = path.resolve()
+    except OSError:
+        return None, "unknown"
+    for parent in list(real.parents)[:3]:
+        package = parent / "package.json"
+        try:
+            data = json.loads(package.read_text())
+        except (OSError, ValueError):
+            continue
+        if (
+            isinstance(data, dict)
+            and data.get("name") == "@anthropic-ai/claude-code"
+            and isinstance(data.get("version"), str)
+        ):
+            return data["version"], "package.json"
+    if re.fullmatch(r"\d+\.\d+\.\d+", real.name):
+        return real.name, "path"
+    return None, "unknown"
+
+
 def read_version(path: Path, env: Mapping[str, str] | None = None, *, timeout: float = 15.0) -> str | None:
     """``claude --version``, cached per binary. None when it cannot be read."""
     env = os.environ if env is None else env

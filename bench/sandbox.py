@@ -1,0 +1,147 @@
+"""A throwaway world for one benchmark: a HOME with a fake login, the fake API, and the commands to run.
+
+Every process a benchmark starts gets ``HOME=<sandbox home>``, which is how leftovers are found and
+killed: only processes carrying this sandbox's HOME, never anyone else's `claude`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.fakeapi import FakeAnthropicAPI
+
+PINNED_VERSION = "2.1.328"
+PINNED_CLI = Path.home() / ".cache/llm-claude-max/claude-cli" / PINNED_VERSION / "node_modules/.bin/claude"
+LLM = Path(sys.executable).parent / "llm"
+
+
+def pinned_cli() -> Path:
+    """``$CLAUDE_MAX_TEST_CLI`` (set by ``./dev bench``), else the pinned CLI in the cache."""
+    path = Path(os.environ.get("CLAUDE_MAX_TEST_CLI") or PINNED_CLI)
+    if not path.exists():
+        raise SystemExit(f"The pinned Claude Code CLI is not at {path}; run `./dev bench`, which installs it.")
+    return path
+
+
+def write_login(home: Path) -> None:
+    """A fake `/login` file, the same shape as ``write_login`` in tests/conftest.py (fake token values)."""
+    target = home / ".claude" / ".credentials.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    login = {
+        "accessToken": "sk-ant-oat01-FAKEACCESSTOKEN-aaaa",
+        "refreshToken": "sk-ant-ort01-FAKEREFRESHTOKEN-bbbb",
+        "expiresAt": int((time.time() + 30 * 86400) * 1000),
+        "scopes": ["user:inference", "user:profile", "user:sessions:claude_code"],
+        "subscriptionType": "max",
+    }
+    target.write_text(json.dumps({"claudeAiOauth": login}))
+    target.chmod(0o600)
+
+
+@dataclass(frozen=True)
+class Command:
+    label: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+class Sandbox:
+    def __init__(self) -> None:
+        self.cli = pinned_cli()
+        # Short on purpose: the CLI creates Unix sockets under $TMPDIR (108-byte path limit).
+        self.root = Path(tempfile.mkdtemp(prefix="cmb-", dir="/tmp"))
+        self.home = self.root / "home"
+        write_login(self.home)
+        self.raw_cwd = self.root / "raw-cwd"  # empty, like the plugin's private workspace
+        self.raw_cwd.mkdir()
+        self.api = FakeAnthropicAPI()
+        self.leftovers: list[str] = []
+        """Command lines of processes that outlived their run (killed by :meth:`kill_leftovers`)."""
+
+    def __enter__(self) -> Sandbox:
+        self.api.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.kill_leftovers()
+        finally:
+            self.api.stop()
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+            "TERM": "dumb",
+            "TMPDIR": str(self.root),
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            **extra,
+        }
+
+    def raw(self, label: str, *args: str) -> Command:
+        """The CLI itself, pointed at the fake API, in an empty directory."""
+        return Command(label, [str(self.cli), *args], self._env(ANTHROPIC_BASE_URL=self.api.url), self.raw_cwd)
+
+    def llm(self, label: str, *args: str, plugins: bool = True) -> Command:
+        """``llm`` with the plugin configured for the fake API (``plugins=False``: ``LLM_LOAD_PLUGINS=''``)."""
+        env = self._env(
+            CLAUDE_MAX_CLI=str(self.cli),
+            CLAUDE_MAX_BASE_URL=self.api.url,
+            CLAUDE_MAX_STATE_DIR=str(self.root / "state"),
+            LLM_USER_PATH=str(self.root / "llm"),
+        )
+        if not plugins:
+            env["LLM_LOAD_PLUGINS"] = ""
+        return Command(label, [str(LLM), *args], env, self.root)
+
+    def kill_leftovers(self, timeout: float = 5.0) -> None:
+        """SIGKILL every process started with this sandbox's HOME and wait until it is gone."""
+        found = _processes_with_home(self.home)
+        for pid, cmdline in found.items():
+            self.leftovers.append(cmdline)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while found and time.monotonic() < deadline:
+            time.sleep(0.02)
+            found = {pid: c for pid, c in found.items() if _alive(pid)}
+        if found:
+            raise RuntimeError(f"processes survived SIGKILL: {found}")
+
+
+def _processes_with_home(home: Path) -> dict[int, str]:
+    marker = f"HOME={home}".encode()
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if cmdline:  # zombies have an empty command line and die with their parent
+            found[int(entry.name)] = cmdline[:200]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
