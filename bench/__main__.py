@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(report), flush=True)
         reports[name] = report.to_json()
 
+    info["loadavg_at_end"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = RESULTS / f"{stamp}.json"

@@ -7,6 +7,7 @@ killed: only processes carrying this sandbox's HOME, never anyone else's `claude
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -69,6 +70,7 @@ class Sandbox:
         """Command lines of processes that outlived their run (killed by :meth:`kill_leftovers`)."""
 
     def __enter__(self) -> Sandbox:
+        _become_subreaper()
         self.api.start()
         return self
 
@@ -107,7 +109,7 @@ class Sandbox:
         return Command(label, [str(LLM), *args], env, self.root)
 
     def kill_leftovers(self, timeout: float = 5.0) -> None:
-        """SIGKILL every process started with this sandbox's HOME and wait until it is gone."""
+        """SIGKILL every process started with this sandbox's HOME, reap it, and wait until it is gone."""
         found = _processes_with_home(self.home)
         for pid, cmdline in found.items():
             self.leftovers.append(cmdline)
@@ -115,10 +117,19 @@ class Sandbox:
                 os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + timeout
         while found and time.monotonic() < deadline:
-            time.sleep(0.02)
-            found = {pid: c for pid, c in found.items() if _alive(pid)}
-        if found:
-            raise RuntimeError(f"processes survived SIGKILL: {found}")
+            for pid in found:
+                with contextlib.suppress(ChildProcessError):  # not (yet) re-parented to us
+                    os.waitpid(pid, os.WNOHANG)
+            found = {pid: c for pid, c in found.items() if Path(f"/proc/{pid}").exists()}
+            time.sleep(0.01)
+        if running := {pid: c for pid, c in found.items() if _running(pid)}:
+            raise RuntimeError(f"processes survived SIGKILL: {running}")
+
+
+def _become_subreaper() -> None:
+    """Orphans of our children (a `claude` whose `llm` was killed) become our children, so we can reap them."""
+    pr_set_child_subreaper = 36
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
 
 def _processes_with_home(home: Path) -> dict[int, str]:
@@ -138,10 +149,9 @@ def _processes_with_home(home: Path) -> dict[int, str]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def _running(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
-    return state != "Z"
