@@ -1,0 +1,55 @@
+"""The documentation's examples and tables are checked against the code."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llm_claude_max.cli import cli
+from llm_claude_max.models import ClaudeMaxOptions
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_readme_options_table_matches_the_model_options() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- options:start -->")[1].split("<!-- options:end -->")[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", table, re.MULTILINE))
+    expected = {name: field.description for name, field in ClaudeMaxOptions.model_fields.items()}
+    assert rows == expected
+
+
+def _python_block_after(markdown: str, marker: str) -> str:
+    after = markdown.split(marker, 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_doctor_docs_plugin_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: object) -> None:
+    docs = (ROOT / "docs" / "doctor.md").read_text()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "acme_claude_doctor.py").write_text(_python_block_after(docs, "`acme_claude_doctor.py`:"))
+    info = site / "acme_claude_doctor-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-claude-doctor\nVersion: 1.0\n")
+    entry = re.search(r"\[project\.entry-points\.claude_max_doctor\]\n(.+)\n", docs)
+    assert entry is not None
+    (info / "entry_points.txt").write_text(
+        f"[claude_max_doctor]\n{entry.group(1).replace(' ', '').replace(chr(34), '')}\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    sys.modules.pop("acme_claude_doctor", None)
+    monkeypatch.setenv("HTTPS_PROXY", "http://elsewhere:3128")
+    result = CliRunner().invoke(cli, ["doctor", "--json", "acme"])
+    document = json.loads(result.output)
+    by_id = {c["id"]: c for c in document["checks"]}
+    assert by_id["acme.proxy"]["findings"][0]["status"] == "warn"
+    assert by_id["acme.proxy"]["plugin"] == "acme"
+    assert by_id["acme.cli-pin"]["findings"][0]["status"] in ("ok", "fail")
+    listing = CliRunner().invoke(cli, ["doctor", "--list", "acme"]).output
+    assert "acme-claude-doctor 1.0" in listing
