@@ -17,7 +17,7 @@ import llm
 from llm.parts import StreamEvent
 from pydantic import Field, field_validator
 
-from . import config, conversation, guard, paths
+from . import config, conversation, guard, paths, transcript
 from .catalog import CatalogModel
 from .errors import ClaudeMaxError, PaidUsageRefused, SessionNotFound
 from .runner.bridge import iterate_sync
@@ -124,7 +124,7 @@ class _Shared:
     can_stream = True
     supports_schema = True
     supports_tools = False
-    attachment_types: set[str] | frozenset[str] = conversation.ATTACHMENT_TYPES
+    attachment_types: set[str] | frozenset[str] = transcript.ATTACHMENT_TYPES
     Options = ClaudeMaxOptions
     kind = ""
 
