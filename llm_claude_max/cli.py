@@ -113,6 +113,99 @@ def doctor(
     click_ctx.exit(code)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOS_WARNING = (
+    "WARNING: this server is reachable from other machines. Anthropic's terms do not allow serving other "
+    "people through your Claude subscription; keep it to your own devices, behind the API key."
+)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (then an API key is always required).")
+@click.option("--require-key", is_flag=True, help="Require the API key on loopback too.")
+@click.option(
+    "--pool-size", default=2, show_default=True, type=click.IntRange(0, 32), help="Warm processes kept ready."
+)
+@click.option(
+    "--max-concurrency", default=4, show_default=True, type=click.IntRange(1, 64), help="Prompts running at once."
+)
+@click.option(
+    "--queue", default=16, show_default=True, type=click.IntRange(0, 1024), help="Prompts waiting; beyond: 429."
+)
+@click.option(
+    "--live-sessions", default=4, show_default=True, type=click.IntRange(0, 64), help="Conversations kept warm."
+)
+@click.option(
+    "--idle-timeout",
+    default=600,
+    show_default=True,
+    type=click.IntRange(10),
+    help="Seconds before an idle process stops.",
+)
+@click.option(
+    "--allow-remote-images", is_flag=True, help="Fetch http(s) image URLs in requests (default: data URLs only)."
+)
+@click.option(
+    "--cors-origin", multiple=True, help="Allow browser requests from this origin (repeatable; default: none)."
+)
+@click.option("--max-body-mb", default=20, show_default=True, type=click.IntRange(1, 200), help="Largest request body.")
+@click.option(
+    "--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
+def serve(
+    host: str,
+    port: int,
+    allow_remote: bool,
+    require_key: bool,
+    pool_size: int,
+    max_concurrency: int,
+    queue: int,
+    live_sessions: int,
+    idle_timeout: int,
+    allow_remote_images: bool,
+    cors_origin: tuple[str, ...],
+    max_body_mb: int,
+    log_level: str,
+) -> None:
+    """An OpenAI-compatible server (/v1/chat/completions, /v1/models) on this machine, billed to your plan."""
+    from .server.run import ServeOptions, run
+
+    public = host not in LOOPBACK
+    if public and not allow_remote:
+        raise click.UsageError(f"--host {host} is reachable from other machines; add --allow-remote to mean it.")
+    options = ServeOptions(
+        host=host,
+        port=port,
+        public=public,
+        require_key=require_key or public,
+        pool_size=pool_size,
+        max_concurrency=max_concurrency,
+        queue=queue,
+        live_sessions=live_sessions,
+        idle_seconds=float(idle_timeout),
+        allow_remote_images=allow_remote_images,
+        cors_origins=cors_origin,
+        max_body_bytes=max_body_mb * 1024 * 1024,
+        log_level=log_level,
+    )
+    if public:
+        click.secho(TOS_WARNING, fg="yellow", err=True)
+    run(options)
+
+
+@cli.command("server-key")
+@click.option("--rotate", is_flag=True, help="Replace the key with a new one (restart the server afterwards).")
+def server_key(rotate: bool) -> None:
+    """Print the API key of `claude-max serve` (created on first use; kept in the OS keyring or a 0600 file)."""
+    from .server import keys
+
+    key, where = keys.load(rotate=rotate)
+    click.echo(key)
+    click.echo(f"(kept in {where})", err=True)
+
+
 @cli.command()
 def unlock() -> None:
     """Remove the block set after a prompt was served from paid extra usage."""

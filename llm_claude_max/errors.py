@@ -16,6 +16,9 @@ ClaudeMaxError
 └── Cancelled                Ctrl-C, task cancellation, or the CLI was interrupted
 ```
 
+Each class has a stable ``code`` (``usage_limit_reached``...): the ``code`` of the server's
+OpenAI-style errors, mapped back to the class by the plugin.
+
 These classes do not depend on `llm` (the doctor and the server use them without it). Through the
 `llm` plugin every one of them is raised as an instance of both its class here and
 `llm.ModelError`, so `except llm.ModelError` works as well as `except UsageLimitReached`.
@@ -28,6 +31,8 @@ import datetime as _dt
 
 class ClaudeMaxError(Exception):
     """Base class: a prompt through the Claude Code CLI failed."""
+
+    code = "claude_max_error"
 
     def __init__(self, message: str, *, stderr: str | None = None) -> None:
         self.message = message
@@ -43,13 +48,19 @@ class ClaudeMaxError(Exception):
 class CLINotFound(ClaudeMaxError):
     """The Claude Code CLI is not installed, or the configured path is not executable."""
 
+    code = "cli_not_found"
+
 
 class NotLoggedIn(ClaudeMaxError):
     """The CLI has no usable claude.ai subscription login."""
 
+    code = "not_logged_in"
+
 
 class BillingRouteRefused(ClaudeMaxError):
     """The CLI would bill something other than the subscription, and the user has not opted in."""
+
+    code = "billing_route_refused"
 
     def __init__(self, message: str, *, route: str, stderr: str | None = None) -> None:
         self.route = route
@@ -59,12 +70,16 @@ class BillingRouteRefused(ClaudeMaxError):
 class PaidUsageRefused(ClaudeMaxError):
     """Extra (paid) usage served or would serve the prompt, and the user has not opted in."""
 
+    code = "paid_usage_refused"
+
     partial_text: str = ""
     """What the model had already answered when the CLI was stopped (already paid for)."""
 
 
 class UsageLimitReached(ClaudeMaxError):
     """The subscription's usage window is exhausted."""
+
+    code = "usage_limit_reached"
 
     def __init__(
         self,
@@ -82,6 +97,8 @@ class UsageLimitReached(ClaudeMaxError):
 class APIError(ClaudeMaxError):
     """The Anthropic API failed after the CLI's retries."""
 
+    code = "api_error"
+
     def __init__(self, message: str, *, status: int | None = None, stderr: str | None = None) -> None:
         self.status = status
         super().__init__(message, stderr=stderr)
@@ -90,22 +107,45 @@ class APIError(ClaudeMaxError):
 class ClaudeTimeout(ClaudeMaxError):
     """A watchdog limit passed; the CLI process group was killed."""
 
+    code = "timeout"
+
 
 class ProtocolError(ClaudeMaxError):
     """The CLI's output broke the stream-json protocol (or it exited without a result)."""
+
+    code = "protocol_error"
 
 
 class StructuredOutputMissing(ClaudeMaxError):
     """A schema was requested but the model did not return structured output."""
 
+    code = "structured_output_missing"
+
 
 class SessionNotFound(ClaudeMaxError):
     """The CLI has no transcript for the session being resumed."""
+
+    code = "session_not_found"
 
 
 class InvalidRequest(ClaudeMaxError):
     """The request cannot be sent as given."""
 
+    code = "invalid_request"
+
 
 class Cancelled(ClaudeMaxError):
     """The prompt was cancelled before the CLI finished."""
+
+    code = "cancelled"
+
+
+def by_code(code: str | None) -> type[ClaudeMaxError]:
+    """The error class for a ``code`` (the base class for an unknown one)."""
+    stack: list[type[ClaudeMaxError]] = [ClaudeMaxError]
+    while stack:
+        cls = stack.pop()
+        if cls.code == code:
+            return cls
+        stack.extend(cls.__subclasses__())
+    return ClaudeMaxError

@@ -10,20 +10,23 @@ import enum
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import llm
-from llm.parts import StreamEvent
+from llm.parts import StreamEvent, TextPart
 from pydantic import Field, field_validator
 
 from . import config, conversation, guard, paths, transcript
 from .catalog import CatalogModel
-from .errors import ClaudeMaxError, PaidUsageRefused, SessionNotFound
+from .errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused, SessionNotFound
 from .runner.bridge import iterate_sync
 from .runner.client import ClaudeCLI
 from .runner.command import CommandSpec, SystemPlacement
-from .runner.session import Done, Notice, Outcome, Reasoning, Text, Timeouts, ToolUse
+from .runner.session import Done, Notice, Reasoning, Summary, Text, Timeouts, ToolUse, TurnEvent
+from .server.client import Finished
+from .transcript import Turn
 
 
 class Effort(enum.StrEnum):
@@ -138,69 +141,25 @@ class _Shared:
 
     async def _stream(self, prompt: llm.Prompt, stream: bool, response: Any) -> AsyncIterator[StreamEvent]:
         options: ClaudeMaxOptions = prompt.options  # type: ignore[assignment]
-        placement = options.system_placement or SystemPlacement.REPLACE
         try:
             settings = config.Settings.from_env()
-            policy = guard.Policy.from_settings(
-                settings, allow_api_billing=options.allow_api_billing, allow_overage=options.allow_overage
-            )
-            cli = ClaudeCLI(cli=options.cli, settings=settings)
-            tools = tuple(options.claude_tools.split(",")) if options.claude_tools else ()
-            cwd = Path(options.claude_tools_dir or os.getcwd()).expanduser().resolve() if tools else paths.workspace()
-            plan = conversation.plan(
-                prompt.messages,
-                placement=placement,
-                transcript_exists=lambda sid: paths.transcript_exists(sid, cwd),
-            )
-            if tools:
-                notify(f"claude-max: Claude Code tools enabled ({', '.join(tools)}); they run on this machine in {cwd}")
-            timeouts = Timeouts(
-                start=options.start_timeout or Timeouts.start,
-                idle=options.idle_timeout or Timeouts.idle,
-                total=options.timeout or Timeouts.total,
-            )
-            extra_env = {"CLAUDE_CODE_MAX_RETRIES": str(options.max_retries)} if options.max_retries is not None else {}
-            for attempt in (1, 2):
-                spec = CommandSpec(
-                    model=self.cli_model,
-                    system_prompt=plan.system,
-                    placement=placement,
-                    resume=plan.resume,
-                    json_schema=prompt.schema,  # type: ignore[arg-type]
-                    effort=options.effort.value if options.effort else None,
-                    tools=tools,
-                    extra_env=extra_env,
-                )
-                if plan.notice:
-                    notify(plan.notice)
-                produced = False
-                try:
-                    async for event in cli.prompt(
-                        spec, plan.content, policy=policy, timeouts=timeouts, structured=bool(prompt.schema), cwd=cwd
-                    ):
-                        if isinstance(event, Text):
-                            produced = True
-                            yield StreamEvent("text", event.text)
-                        elif isinstance(event, Reasoning):
-                            if not prompt.hide_reasoning:
-                                yield StreamEvent("reasoning", event.text)
-                        elif isinstance(event, Notice):
-                            notify(event.message)
-                        elif isinstance(event, ToolUse):
-                            notify(f"claude-max: Claude Code ran {event.name}({_short(event.input)})")
-                        elif isinstance(event, Done):
-                            self._record(response, event.outcome, plan)
-                            # Carries the session id onto the response's text for `llm -c`.
-                            yield StreamEvent(
-                                "text",
-                                "",
-                                provider_metadata={conversation.META: {"session_id": event.outcome.session_id}},
-                            )
-                    return
-                except SessionNotFound:
-                    if attempt == 2 or produced or plan.resume is None:
-                        raise
-                    plan = conversation.plan(prompt.messages, placement=placement, transcript_exists=lambda sid: False)
+            server = os.environ.get(config.SERVER)
+            events = self._via_server(prompt, options, server) if server else self._local(prompt, options, settings)
+            async for event in events:
+                if isinstance(event, Text):
+                    yield StreamEvent("text", event.text)
+                elif isinstance(event, Reasoning):
+                    if not prompt.hide_reasoning:
+                        yield StreamEvent("reasoning", event.text)
+                elif isinstance(event, Notice):
+                    notify(event.message)
+                elif isinstance(event, ToolUse):
+                    notify(f"claude-max: Claude Code ran {event.name}({_short(event.input)})")
+                elif isinstance(event, Finished):
+                    self._record(response, event.summary)
+                    # Carries the session id onto the response's text for `llm -c`.
+                    meta = {conversation.META: {"session_id": event.summary.session_id}}
+                    yield StreamEvent("text", "", provider_metadata=meta)
         except PaidUsageRefused as exc:
             if exc.partial_text:
                 # Already paid for; a caller of .text() never saw the streamed part, so keep it here.
@@ -210,8 +169,90 @@ class _Shared:
         except ClaudeMaxError as exc:
             raise as_llm_error(exc) from None
 
-    def _record(self, response: Any, outcome: Outcome, plan: conversation.TurnPlan) -> None:
-        usage = outcome.usage
+    async def _local(
+        self, prompt: llm.Prompt, options: ClaudeMaxOptions, settings: config.Settings
+    ) -> AsyncIterator[TurnEvent | Finished]:
+        """The prompt through the user's CLI, in a process of its own."""
+        placement = options.system_placement or SystemPlacement.REPLACE
+        policy = guard.Policy.from_settings(
+            settings, allow_api_billing=options.allow_api_billing, allow_overage=options.allow_overage
+        )
+        cli = ClaudeCLI(cli=options.cli, settings=settings)
+        tools = tuple(options.claude_tools.split(",")) if options.claude_tools else ()
+        cwd = Path(options.claude_tools_dir or os.getcwd()).expanduser().resolve() if tools else paths.workspace()
+        if tools:
+            notify(f"claude-max: Claude Code tools enabled ({', '.join(tools)}); they run on this machine in {cwd}")
+        timeouts = Timeouts(
+            start=options.start_timeout or Timeouts.start,
+            idle=options.idle_timeout or Timeouts.idle,
+            total=options.timeout or Timeouts.total,
+        )
+        extra_env = {"CLAUDE_CODE_MAX_RETRIES": str(options.max_retries)} if options.max_retries is not None else {}
+        exists = partial(paths.transcript_exists, cwd=cwd)
+        plan = conversation.plan(prompt.messages, placement=placement, transcript_exists=exists)
+        for attempt in (1, 2):
+            spec = CommandSpec(
+                model=self.cli_model,
+                system_prompt=plan.system,
+                placement=placement,
+                resume=plan.resume,
+                json_schema=prompt.schema,  # type: ignore[arg-type]
+                effort=options.effort.value if options.effort else None,
+                tools=tools,
+                extra_env=extra_env,
+            )
+            if plan.notice:
+                notify(plan.notice)
+            produced = False
+            try:
+                stream = cli.prompt(
+                    spec, plan.content, policy=policy, timeouts=timeouts, structured=bool(prompt.schema), cwd=cwd
+                )
+                async for event in stream:
+                    produced = produced or isinstance(event, Text)
+                    if isinstance(event, Done):
+                        continued = "resumed" if plan.resume else ("replayed" if plan.replayed else "new")
+                        yield Finished(event.outcome.summary(continued))
+                    else:
+                        yield event
+                return
+            except SessionNotFound:
+                if attempt == 2 or produced or plan.resume is None:
+                    raise
+                plan = conversation.plan(prompt.messages, placement=placement, transcript_exists=lambda sid: False)
+
+    async def _via_server(
+        self, prompt: llm.Prompt, options: ClaudeMaxOptions, url: str
+    ) -> AsyncIterator[TurnEvent | Finished]:
+        """The prompt through a running `claude-max serve` (``CLAUDE_MAX_SERVER``)."""
+        from .server import client
+
+        if options.claude_tools:
+            raise InvalidRequest(
+                "Claude Code tools are not available through claude-max serve; unset CLAUDE_MAX_SERVER."
+            )
+        system = "\n\n".join(
+            p.text for m in prompt.messages if m.role == "system" for p in m.parts if isinstance(p, TextPart) and p.text
+        )
+        turns = [Turn(m.role, conversation.blocks_of(m)) for m in prompt.messages if m.role != "system"]
+        extension: dict[str, Any] = {"system_placement": (options.system_placement or SystemPlacement.REPLACE).value}
+        if options.effort:
+            extension["effort"] = options.effort.value
+        if options.max_retries is not None:
+            extension["max_retries"] = options.max_retries
+        async for event in client.prompt(
+            url,
+            os.environ.get(config.SERVER_KEY),
+            model=self.model_id,
+            messages=client.openai_messages(system or None, turns),
+            schema=prompt.schema,  # type: ignore[arg-type]
+            extension=extension,
+            read_timeout=(options.idle_timeout or Timeouts.idle) + 30,
+        ):
+            yield event
+
+    def _record(self, response: Any, summary: Summary) -> None:
+        usage = summary.usage
         details: dict[str, int] = {}
         for key in ("cache_read_input_tokens", "cache_creation_input_tokens"):
             if usage.get(key):
@@ -220,24 +261,20 @@ class _Shared:
         if thinking:
             details["thinking_tokens"] = int(thinking)
         response.set_usage(input=usage.get("input_tokens"), output=usage.get("output_tokens"), details=details or None)
-        if outcome.model:
-            response.set_resolved_model(outcome.model)
-        raw = outcome.result.raw
+        if summary.model:
+            response.set_resolved_model(summary.model)
         response.response_json = {
-            "session_id": outcome.session_id,
-            "model": outcome.model,
-            "continued": "resumed" if plan.resume else ("replayed" if plan.replayed else "new"),
-            "billing": {**outcome.route.as_dict(), "verified": outcome.verified},
-            "rate_limit": outcome.rate_limit.raw if outcome.rate_limit else None,
+            "session_id": summary.session_id,
+            "model": summary.model,
+            "continued": summary.continued,
+            "billing": dict(summary.billing),
+            "rate_limit": summary.rate_limit,
             "cost_estimate_usd": {
-                "amount": outcome.cost_usd,
+                "amount": summary.cost_usd,
                 "note": "the CLI's list-price estimate, not a charge to your subscription",
             },
-            "stop_reason": outcome.result.stop_reason,
-            "num_turns": raw.get("num_turns"),
-            "duration_ms": raw.get("duration_ms"),
-            "duration_api_ms": raw.get("duration_api_ms"),
-            "warnings": outcome.warnings,
+            **summary.extra,
+            "warnings": list(summary.warnings),
         }
 
 

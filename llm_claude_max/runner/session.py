@@ -120,6 +120,37 @@ class Outcome:
         cost = self.result.raw.get("total_cost_usd")
         return float(cost) if isinstance(cost, (int, float)) else None
 
+    def summary(self, continued: str) -> Summary:
+        raw = self.result.raw
+        return Summary(
+            session_id=self.session_id,
+            model=self.model,
+            usage=self.usage,
+            billing={**self.route.as_dict(), "verified": self.verified},
+            rate_limit=self.rate_limit.raw if self.rate_limit else None,
+            cost_usd=self.cost_usd,
+            continued=continued,
+            warnings=tuple(self.warnings),
+            extra={k: raw.get(k) for k in ("stop_reason", "num_turns", "duration_ms", "duration_api_ms")},
+        )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a finished prompt reports, whether it ran here or through `claude-max serve`."""
+
+    session_id: str | None
+    model: str | None
+    usage: Mapping[str, Any]
+    """Anthropic-style: input_tokens, output_tokens, cache_read/creation_input_tokens, output_tokens_details."""
+    billing: Mapping[str, Any]
+    rate_limit: Mapping[str, Any] | None
+    cost_usd: float | None
+    continued: str
+    """new, warm, live, resumed or replayed."""
+    warnings: Sequence[str] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
 
 @dataclass(frozen=True)
 class Done:

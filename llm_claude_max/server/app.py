@@ -1,0 +1,352 @@
+"""The HTTP surface: routes, authentication, limits, and OpenAI-shaped errors (never a 500 with a
+traceback for bad input)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from .. import catalog, guard
+from ..errors import ClaudeMaxError, InvalidRequest
+from ..runner.session import Done, Notice, Reasoning, Text
+from ..transcript import media_block
+from . import keys, openai_api
+from .engine import Engine
+
+T = TypeVar("T")
+OPENAPI = Path(__file__).with_name("openapi.json")
+PUBLIC_PATHS = {"/health", "/openapi.json"}
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    key: str | None = None
+    """Required on every request except /health and /openapi.json, when set."""
+    max_body_bytes: int = 20 * 1024 * 1024
+    allow_remote_images: bool = False
+    max_image_bytes: int = 10 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ClientGone(Exception):
+    """The client disconnected; its work was cancelled."""
+
+
+def error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(openai_api.error_body(message, code, status), status_code=status, headers=headers)
+
+
+def error_for(exc: ClaudeMaxError) -> JSONResponse:
+    lock = guard.OverageLock().read() if exc.code == "paid_usage_refused" else None
+    until = lock.get("until") if lock else None
+    status, body, headers = openai_api.error_for(exc, lock_until=until if isinstance(until, int) else None)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events that stop, and cancel their producer, as soon as the client disconnects,
+    even while no event is due (Starlette alone notices only at the next write)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = asyncio.ensure_future(self.stream_response(send))
+        listener = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        await asyncio.wait({stream, listener}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (stream, listener):
+            task.cancel()
+        results = await asyncio.gather(stream, listener, return_exceptions=True)
+        problem = results[0]
+        if isinstance(problem, Exception) and not isinstance(problem, OSError):
+            raise problem
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``; if the client disconnects first, cancel it and raise :class:`ClientGone`."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise ClientGone
+
+
+def create_app(engine: Engine, config: AppConfig) -> Starlette:
+    async def read_json(request: Request) -> Any:
+        size = 0
+        chunks = []
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > config.max_body_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks) or b"null")
+        except ValueError:
+            raise InvalidRequest("The request body is not valid JSON.") from None
+
+    async def fetch_images(body: Any) -> dict[str, Any]:
+        urls = openai_api.remote_image_urls(body)
+        if not urls:
+            return {}
+        if not config.allow_remote_images:
+            return {}
+        fetched: dict[str, Any] = {}
+        async with httpx.AsyncClient(timeout=10.0, follow_redirects=True) as client:
+            for url in urls:
+                try:
+                    async with client.stream("GET", url) as response:
+                        response.raise_for_status()
+                        data = b""
+                        async for piece in response.aiter_bytes():
+                            data += piece
+                            if len(data) > config.max_image_bytes:
+                                raise InvalidRequest(
+                                    f"The image at {url} is larger than {config.max_image_bytes} bytes."
+                                )
+                        media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                except httpx.HTTPError as exc:
+                    raise InvalidRequest(f"Could not fetch the image at {url}: {exc}") from None
+                fetched[url] = media_block(media_type, data)
+        return fetched
+
+    def partition_of(request: Request, user: str | None) -> str:
+        # Callers are told apart by the key they present and the OpenAI `user` field.
+        return f"{request.state.caller}:{user or ''}"
+
+    async def chat(request: Request) -> Response:
+        try:
+            body = await read_json(request)
+            chat_request = openai_api.parse(body, await fetch_images(body))
+        except _TooLarge:
+            return error(413, f"The request body is larger than {config.max_body_bytes} bytes.", "request_too_large")
+        except ClaudeMaxError as exc:
+            return error_for(exc)
+        headers = {openai_api.IGNORED_HEADER: ", ".join(chat_request.ignored)} if chat_request.ignored else {}
+        slot = engine.slot()
+        try:
+            await slot.__aenter__()
+        except ClaudeMaxError as exc:
+            return error_for(exc)
+        events = engine.turn(chat_request, partition_of(request, chat_request.user))
+        request_id, created = openai_api.new_id(), int(time.time())
+        buffered: list[Any] = []
+        try:
+            continued = await unless_disconnected(request, anext(events))
+            # Wait for the first text (or the end) before answering, so that early failures (billing
+            # route, usage limit, API errors after retries) get their own HTTP status.
+            while True:
+                event = await unless_disconnected(request, anext(events))
+                buffered.append(event)
+                if isinstance(event, (Text, Reasoning, Done)):
+                    break
+        except (ClaudeMaxError, ClientGone, StopAsyncIteration) as exc:
+            await events.aclose()
+            await slot.__aexit__(None, None, None)
+            if isinstance(exc, ClaudeMaxError):
+                return error_for(exc)
+            return Response(status_code=499)
+        except BaseException:
+            await events.aclose()
+            await slot.__aexit__(None, None, None)
+            raise
+
+        async def remaining() -> AsyncIterator[Any]:
+            for event in buffered:
+                yield event
+            async for event in events:
+                yield event
+
+        if not chat_request.stream:
+            try:
+                outcome = None
+                async for event in remaining():
+                    if isinstance(event, Done):
+                        outcome = event.outcome
+                assert outcome is not None
+            except ClaudeMaxError as exc:
+                return error_for(exc)
+            finally:
+                await events.aclose()
+                await slot.__aexit__(None, None, None)
+            return JSONResponse(openai_api.completion(request_id, created, outcome, str(continued)), headers=headers)
+
+        async def stream() -> AsyncIterator[bytes]:
+            model = chat_request.model
+            try:
+                yield openai_api.sse(openai_api.chunk(request_id, created, model, {"role": "assistant", "content": ""}))
+                async for event in remaining():
+                    if isinstance(event, Text) and event.text:
+                        yield openai_api.sse(openai_api.chunk(request_id, created, model, {"content": event.text}))
+                    elif isinstance(event, Notice):
+                        yield f": {event.message}\n\n".encode()  # an SSE comment: progress, ignored by clients
+                    elif isinstance(event, Done):
+                        outcome = event.outcome
+                        final = openai_api.chunk(
+                            request_id, created, outcome.model or model, {}, openai_api.finish_reason(outcome)
+                        )
+                        final["claude_max"] = openai_api.metadata(outcome, str(continued))
+                        yield openai_api.sse(final)
+                        if chat_request.include_usage:
+                            usage = openai_api.chunk(request_id, created, outcome.model or model, {})
+                            usage["choices"], usage["usage"] = [], openai_api.usage(outcome)
+                            yield openai_api.sse(usage)
+                yield openai_api.sse("[DONE]")
+            except ClaudeMaxError as exc:
+                status, body, _ = openai_api.error_for(exc)
+                body["error"]["status"] = status
+                yield openai_api.sse(body)
+            finally:
+                await events.aclose()
+                await slot.__aexit__(None, None, None)
+
+        return EventStream(stream(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [_model(e) for e in catalog.load()]})
+
+    async def model(request: Request) -> Response:
+        wanted = request.path_params["model"]
+        for entry in catalog.load():
+            if wanted in (entry.model_id, entry.alias):
+                return JSONResponse(_model(entry))
+        return error(404, f"The model {wanted!r} does not exist here.", "model_not_found")
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def deep_health(request: Request) -> Response:
+        from ..runner.client import ClaudeCLI
+
+        try:
+            route, answer = await ClaudeCLI(env=engine.cli.env, settings=engine.cli.settings).probe()
+        except ClaudeMaxError as exc:
+            return JSONResponse({"status": "fail", "error": str(exc), "engine": engine.health()}, status_code=503)
+        ok = route.route is guard.Route.SUBSCRIPTION
+        rate = engine.last_rate_limit
+        return JSONResponse(
+            {
+                "status": "ok" if ok else "fail",
+                "billing": {**route.as_dict(), "allowed": ok},
+                "last_rate_limit": rate.raw if rate is not None else None,
+                "cli": {"path": str(engine.cli.path), "version": answer.get("claude_code_version")},
+                "engine": engine.health(),
+                "server": config.info,
+            },
+            status_code=200 if ok else 503,
+        )
+
+    async def openapi(request: Request) -> Response:
+        return Response(OPENAPI.read_text(), media_type="application/json")
+
+    routes = [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/health/deep", deep_health, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    middleware = [Middleware(_Guard, config=config)]
+    if config.cors_origins:
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(config.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "x-api-key"],
+            ),
+        )
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        if status == 405:
+            return error(405, f"{request.method} is not allowed on {request.url.path}.", "method_not_allowed")
+        return error(404, f"There is nothing at {request.url.path}.", "not_found")
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return error(500, f"Internal error: {type(exc).__name__}. The server log has the details.", "internal_error")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.orphans = await engine.start()
+        try:
+            yield
+        finally:
+            await engine.stop()
+
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={404: not_found, 405: not_found, 500: server_error},
+        lifespan=lifespan,
+    )
+
+
+def _model(entry: catalog.CatalogModel) -> dict[str, Any]:
+    return {
+        "id": entry.model_id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "anthropic (through your Claude Code CLI)",
+    }
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Guard:
+    """API-key check (``Authorization: Bearer <key>`` or ``x-api-key``) for everything but the public paths."""
+
+    def __init__(self, app: Any, config: AppConfig) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        given = headers.get("x-api-key")
+        authorization = headers.get("authorization", "")
+        if authorization.lower().startswith("bearer "):
+            given = authorization[7:].strip()
+        expected = self.config.key
+        scope.setdefault("state", {})
+        if expected is not None and scope.get("path") not in PUBLIC_PATHS and not keys.matches(given, expected):
+            message = "Missing or wrong API key (send it as `Authorization: Bearer <key>`)."
+            await error(401, message, "invalid_api_key")(scope, receive, send)
+            return
+        # The caller's partition: which key it presented (hashed), never the key itself.
+        scope["state"]["caller"] = hashlib.sha256((given or "").encode()).hexdigest()[:16]
+        await self.app(scope, receive, send)

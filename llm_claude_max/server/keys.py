@@ -1,0 +1,87 @@
+"""The server's API key: generated once, kept in the OS keyring (or a 0600 file when there is no
+usable keyring), compared in constant time. It protects the server; it is not an Anthropic credential."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from .. import config, paths
+
+SERVICE = "llm-claude-max"
+ACCOUNT = "server-api-key"
+KEYRING_TIMEOUT = 5.0
+
+T = TypeVar("T")
+
+
+def _with_timeout(call: Callable[[], T]) -> T:
+    """Run a keyring call in a daemon thread: a locked keyring can block forever."""
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(KEYRING_TIMEOUT)
+    if thread.is_alive():
+        raise TimeoutError("the keyring did not answer")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
+def _file(env: Mapping[str, str]) -> Path:
+    return paths.state_dir(env) / "server-key"
+
+
+def load(env: Mapping[str, str] | None = None, *, create: bool = True, rotate: bool = False) -> tuple[str | None, str]:
+    """The key and where it is kept (``$CLAUDE_MAX_SERVER_KEY``, ``keyring`` or the file path)."""
+    env = os.environ if env is None else env
+    if env.get(config.SERVER_KEY) and not rotate:
+        return env[config.SERVER_KEY], config.SERVER_KEY
+    try:
+        import keyring
+
+        stored = None if rotate else _with_timeout(lambda: keyring.get_password(SERVICE, ACCOUNT))
+        if stored:
+            return stored, "keyring"
+        if not create:
+            raise LookupError
+        key = new_key()
+        _with_timeout(lambda: keyring.set_password(SERVICE, ACCOUNT, key))
+        if _with_timeout(lambda: keyring.get_password(SERVICE, ACCOUNT)) == key:
+            return key, "keyring"
+    except Exception:
+        pass
+    path = _file(env)
+    if path.exists() and not rotate:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        return path.read_text().strip(), str(path)
+    if not create:
+        return None, "none"
+    key = new_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key, str(path)
+
+
+def new_key() -> str:
+    return "cmx-" + secrets.token_urlsafe(32)
+
+
+def matches(given: str | None, expected: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())

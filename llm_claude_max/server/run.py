@@ -1,0 +1,115 @@
+"""Starting `claude-max serve`: bind, check the billing route, write the state file the doctor reads,
+and serve until Ctrl-C or SIGTERM (which stop every `claude` child)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+import click
+import uvicorn
+
+from .. import config, guard, paths
+from ..errors import ClaudeMaxError
+from ..runner.client import ClaudeCLI
+from ..runner.session import Timeouts
+from . import keys
+from .app import AppConfig, create_app
+from .engine import Engine, EngineConfig
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    public: bool = False
+    require_key: bool = False
+    pool_size: int = 2
+    max_concurrency: int = 4
+    queue: int = 16
+    live_sessions: int = 4
+    idle_seconds: float = 600.0
+    allow_remote_images: bool = False
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 20 * 1024 * 1024
+    log_level: str = "warning"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(f"Cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(128)
+    sock.set_inheritable(False)
+    return sock
+
+
+def run(options: ServeOptions) -> None:
+    try:
+        cli = ClaudeCLI()
+    except ClaudeMaxError as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = cli.settings
+    policy = guard.Policy.from_settings(settings)
+    key, where = (None, "none")
+    if options.require_key or os.environ.get(config.SERVER_KEY):
+        key, where = keys.load()
+    try:
+        route, _ = asyncio.run(cli.probe())
+        note = guard.check_route(route, policy)
+        click.echo(f"Billing: {route.describe()}" + (f" ({note})" if note else ""), err=True)
+    except ClaudeMaxError as exc:
+        click.secho(f"Every request will fail until this is fixed: {exc}", fg="red", err=True)
+
+    sock = _bind(options.host, options.port)
+    host, port = sock.getsockname()[:2]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    engine = Engine(
+        cli,
+        EngineConfig(
+            pool_size=options.pool_size,
+            max_concurrency=options.max_concurrency,
+            queue=options.queue,
+            live_sessions=options.live_sessions,
+            idle_seconds=options.idle_seconds,
+            timeouts=Timeouts(),
+            policy=policy,
+        ),
+    )
+    info = {"url": url, "public": options.public, "key_required": key is not None, "pid": os.getpid()}
+    app = create_app(
+        engine,
+        AppConfig(
+            key=key,
+            max_body_bytes=options.max_body_bytes,
+            allow_remote_images=options.allow_remote_images,
+            cors_origins=options.cors_origins,
+            info=info,
+        ),
+    )
+    state = paths.state_dir(cli.env) / "server.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({**info, "host": host, "port": port, "started": int(time.time())}))
+    if key is not None:
+        click.echo(f"API key required (`claude-max server-key` prints it; kept in {where}).", err=True)
+    click.echo(f"claude-max serve: listening on {url} (OpenAI base URL: {url}/v1)", err=True)
+    sys.stdout.write(f"{url}\n")
+    sys.stdout.flush()
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level=options.log_level, lifespan="on", timeout_graceful_shutdown=5, access_log=False)
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        state.unlink(missing_ok=True)
