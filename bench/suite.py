@@ -114,7 +114,7 @@ def bench_prompt(runs: int) -> Report:
         time_row(raw.label, wall[2]),
         ratio_row("(llm prompt − llm --version) / raw CLI", ratio, per_round),
     ]
-    # Time to the first answer text, and from there to exit (llm's logging and the CLI's shutdown).
+    # Time to the first answer text, and from there to exit (CLI shutdown, llm's logging, Python's teardown).
     llm_first, raw_first = (Stats.of(_first(x) for x in runs_) for runs_ in (p, r))
     llm_tail, raw_tail = (Stats.of(x.seconds - _first(x) for x in runs_) for runs_ in (p, r))
     rows += [
