@@ -14,7 +14,7 @@ Scenario keys:
                {"emit": event} {"raw": "text line"} {"stderr": "text"} {"sleep": s}
                {"exit": code} {"spawn": [argv...]} {"hang": true} {"await_close": true}
                {"signal_self": "INT"} (the CLI's own SIGINT handling: exit 0 without a result)
-  turns        a list of step lists, one per user message (multi-turn); overrides steps
+  turns        a list of step lists, one per user message (the last one repeats); overrides steps
 """
 
 from __future__ import annotations
@@ -237,9 +237,7 @@ def main() -> None:
                 }
             )
         elif message.get("type") == "user":
-            if turn_index >= len(turns):
-                continue
-            _run_steps(turns[turn_index])
+            _run_steps(turns[min(turn_index, len(turns) - 1)])  # later messages repeat the last turn
             turn_index += 1
     _log({"pid": os.getpid(), "exit": "stdin closed"})
 

@@ -372,9 +372,20 @@ def test_raw_oauth_proxy_answering_on_loopback(login: Path, monkeypatch: pytest.
 def test_server_bound_beyond_loopback(login: Path) -> None:
     state = guard.OverageLock().path.parent
     state.mkdir(parents=True, exist_ok=True)
-    (state / "server.json").write_text(json.dumps({"host": "0.0.0.0", "port": 8089, "public": True}))
+    (state / "server.json").write_text(
+        json.dumps({"host": "0.0.0.0", "port": 8089, "public": True, "pid": os.getpid()})
+    )
     found = findings(doctor_json("--offline"), "tos.tier")
     assert any(f["status"] == "fail" and "beyond this machine" in f["summary"] for f in found)
+
+
+def test_stale_server_state_is_ignored(login: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    state = guard.OverageLock().path.parent
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "server.json").write_text(json.dumps({"host": "0.0.0.0", "port": 8089, "public": True, "pid": dead.pid}))
+    assert "fail" not in statuses(doctor_json("--offline"), "tos.tier")
 
 
 # -- output, exit codes, selection -------------------------------------------------------------------

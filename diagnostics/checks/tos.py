@@ -7,6 +7,7 @@ sources are Anthropic's.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Iterator
 
@@ -79,11 +80,20 @@ def tier(ctx: Context) -> Iterator[Finding]:
 
 
 def _server_state(ctx: Context) -> dict[str, object] | None:
+    """The state file of a running `claude-max serve` (ignored when its process is gone)."""
     try:
         data = json.loads((paths.state_dir(ctx.env) / "server.json").read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+        return None
+    try:
+        os.kill(data["pid"], 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return data
 
 
 def raw_oauth(ctx: Context) -> Iterator[Finding]:

@@ -27,7 +27,7 @@ from ..errors import ClaudeMaxError, InvalidRequest
 from ..runner.session import Done, Notice, Reasoning, Text
 from ..transcript import media_block
 from . import keys, openai_api
-from .engine import Engine
+from .engine import Engine, Start
 
 T = TypeVar("T")
 OPENAPI = Path(__file__).with_name("openapi.json")
@@ -112,6 +112,8 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
             return json.loads(b"".join(chunks) or b"null")
         except ValueError:
             raise InvalidRequest("The request body is not valid JSON.") from None
+        except RecursionError:
+            raise InvalidRequest("The request body is nested too deeply.") from None
 
     async def fetch_images(body: Any) -> dict[str, Any]:
         urls = openai_api.remote_image_urls(body)
@@ -160,7 +162,8 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
         request_id, created = openai_api.new_id(), int(time.time())
         buffered: list[Any] = []
         try:
-            continued = await unless_disconnected(request, anext(events))
+            start = await unless_disconnected(request, anext(events))
+            assert isinstance(start, Start)
             # Wait for the first text (or the end) before answering, so that early failures (billing
             # route, usage limit, API errors after retries) get their own HTTP status.
             while True:
@@ -197,7 +200,7 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
             finally:
                 await events.aclose()
                 await slot.__aexit__(None, None, None)
-            return JSONResponse(openai_api.completion(request_id, created, outcome, str(continued)), headers=headers)
+            return JSONResponse(openai_api.completion(request_id, created, outcome, start), headers=headers)
 
         async def stream() -> AsyncIterator[bytes]:
             model = chat_request.model
@@ -213,7 +216,7 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
                         final = openai_api.chunk(
                             request_id, created, outcome.model or model, {}, openai_api.finish_reason(outcome)
                         )
-                        final["claude_max"] = openai_api.metadata(outcome, str(continued))
+                        final["claude_max"] = openai_api.metadata(outcome, start)
                         yield openai_api.sse(final)
                         if chat_request.include_usage:
                             usage = openai_api.chunk(request_id, created, outcome.model or model, {})

@@ -136,6 +136,6 @@ async def prompt(
             cost_usd=meta.get("cost_estimate_usd"),
             continued=str(meta.get("continued") or "new"),
             warnings=tuple(meta.get("warnings") or ()),
-            extra={**(meta.get("extra") or {}), "via": url},
+            extra={**(meta.get("extra") or {}), "process": meta.get("process"), "via": url},
         )
     )

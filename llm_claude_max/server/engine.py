@@ -66,6 +66,14 @@ class EngineConfig:
     policy: guard.Policy = field(default_factory=guard.Policy)
 
 
+@dataclass(frozen=True)
+class Start:
+    continued: str
+    """How the conversation continued: new, replayed, live or resumed."""
+    process: str
+    """Where its process came from: warm (the pool), cold (started for it) or live (its earlier turn's)."""
+
+
 @dataclass
 class Conversation:
     session_id: str
@@ -288,16 +296,16 @@ class Engine:
             self._slots.release()
 
     # -- a turn ------------------------------------------------------------------------------------------
-    async def turn(self, request: ChatRequest, partition: str) -> AsyncGenerator[TurnEvent | str, None]:
-        """Run one request; yields a ``continued`` marker (``new``/``warm``/``live``/``resumed``/
-        ``replayed``) first, then the turn's events."""
+    async def turn(self, request: ChatRequest, partition: str) -> AsyncGenerator[TurnEvent | Start, None]:
+        """Run one request; yields a :class:`Start` first, then the turn's events."""
         spec = request.spec()
         prefix = chain_key(partition, request.fingerprint[:-1])
         known = self.conversations.pop(prefix, None)
         session: Session | None = None
         content: Any = list(request.current)
+        process = "cold"
         if known is not None and known.session is not None and known.session.alive and known.spec == spec:
-            session, continued = known.session, "live"
+            session, continued, process = known.session, "live", "live"
             self.stats.live_hits += 1
         elif known is not None:
             if known.session is not None:
@@ -309,14 +317,17 @@ class Engine:
                 request.history, list(request.current), system=request.system, placement=request.placement
             )
             session = self._take_warm(spec) if self.config.pool_size else None
-            continued = "warm" if session is not None else ("replayed" if request.history else "new")
+            continued = "replayed" if request.history else "new"
+            if session is not None:
+                process = "warm"
+                self.stats.warm_hits += 1
             if request.history:
                 self.stats.replays += 1
             self._refill(spec)
         if session is None:
             self.stats.cold_starts += 1
 
-        yield continued
+        yield Start(continued, process)
         done: Done | None = None
         try:
             if session is None:

@@ -14,13 +14,16 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import catalog
 from ..errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused, UsageLimitReached
 from ..runner.command import CommandSpec, SystemPlacement
 from ..runner.session import Outcome
 from ..transcript import Block, Turn, media_block, text_block
+
+if TYPE_CHECKING:
+    from .engine import Start
 
 IGNORED_HEADER = "X-Claude-Max-Ignored"
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
@@ -308,12 +311,13 @@ def usage(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def metadata(outcome: Outcome, continued: str) -> dict[str, Any]:
+def metadata(outcome: Outcome, start: Start) -> dict[str, Any]:
     """Non-standard ``claude_max`` field: what the CLI reported (clients that do not know it ignore it)."""
-    summary = outcome.summary(continued)
+    summary = outcome.summary(start.continued)
     return {
         "session_id": summary.session_id,
         "continued": summary.continued,
+        "process": start.process,
         "billing": dict(summary.billing),
         "rate_limit": summary.rate_limit,
         "cost_estimate_usd": summary.cost_usd,
@@ -323,7 +327,7 @@ def metadata(outcome: Outcome, continued: str) -> dict[str, Any]:
     }
 
 
-def completion(request_id: str, created: int, outcome: Outcome, continued: str) -> dict[str, Any]:
+def completion(request_id: str, created: int, outcome: Outcome, start: Start) -> dict[str, Any]:
     return {
         "id": request_id,
         "object": "chat.completion",
@@ -339,7 +343,7 @@ def completion(request_id: str, created: int, outcome: Outcome, continued: str) 
             }
         ],
         "usage": usage(outcome),
-        "claude_max": metadata(outcome, continued),
+        "claude_max": metadata(outcome, start),
     }
 
 

@@ -1,0 +1,535 @@
+"""`claude-max serve` end to end: the server as a subprocess, the real CLI, the fake API, and the
+official `openai` client (plus Pydantic AI, LangChain and the llm plugin) as callers."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from .fakeapi import FakeAnthropicAPI, Reply, five_hour_limit_headers
+from .test_plugin_real import png_bytes
+
+pytestmark = pytest.mark.real_cli
+
+BIN = Path(sys.executable).parent
+KEY = "cmx-test-key-0123456789"
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[str]
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return self.url + "/v1"
+
+    def client(self, api_key: str = "unused", **kwargs: object) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base, api_key=api_key, max_retries=0, **kwargs)  # type: ignore[arg-type]
+
+    def children(self) -> list[int]:
+        """PIDs of `claude` processes whose parent is the server."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.proc.pid and b"claude" in Path(argv0.decode(errors="replace")).name.encode():
+                found.append(int(entry.name))
+        return found
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serve(real_cli: FakeAnthropicAPI, tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, expect_failure: bool = False) -> Server:
+        log = tmp_path / f"server-{len(servers)}.log"
+        proc = subprocess.Popen(
+            [str(BIN / "claude-max"), "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=log.open("w"),
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        url = proc.stdout.readline().strip() if ready else ""
+        server = Server(url, proc, log)
+        servers.append(server)
+        if not expect_failure:
+            assert url.startswith("http://"), log.read_text()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(serve: Callable[..., Server], login: Path) -> Server:
+    return serve()
+
+
+def chat(server: Server, **body: object) -> httpx.Response:
+    payload = {"model": "claude-max", "messages": [{"role": "user", "content": "hi"}], **body}
+    return httpx.post(server.base + "/chat/completions", json=payload, timeout=60)
+
+
+# -- the official openai client ------------------------------------------------------------------------
+
+
+def test_openai_client_plain_and_streaming(server: Server, real_cli: FakeAnthropicAPI) -> None:
+    client = server.client()
+    completion = client.chat.completions.create(
+        model="claude-max", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    )
+    assert completion.choices[0].message.content == "Hello from the fake API."
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (
+        12,
+        7,
+    )
+    assert completion.model == "claude-opus-5-5"
+    extra = completion.model_extra or {}
+    assert extra["claude_max"]["billing"]["route"] == "subscription" and extra["claude_max"]["billing"]["verified"]
+    assert "Be brief." in json.dumps(real_cli.message_requests[0].body["system"])  # type: ignore[index]
+
+    chunks = list(
+        client.chat.completions.create(
+            model="claude-max-sonnet",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from the fake API."
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 19
+    assert real_cli.message_requests[-1].body["model"] == "claude-sonnet-5-5"  # type: ignore[index]
+
+
+async def test_openai_async_client(server: Server) -> None:
+    client = openai.AsyncOpenAI(base_url=server.base, api_key="unused", max_retries=0)
+    completion = await client.chat.completions.create(model="claude-max", messages=[{"role": "user", "content": "hi"}])
+    assert completion.choices[0].message.content == "Hello from the fake API."
+    stream = await client.chat.completions.create(
+        model="claude-max", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+    assert "".join(parts) == "Hello from the fake API."
+    await client.close()
+
+
+def test_streaming_is_token_by_token(server: Server, real_cli: FakeAnthropicAPI) -> None:
+    gate = threading.Event()
+    reply = Reply(text="one two three four", gate=gate)
+    real_cli.enqueue(reply)
+    stream = server.client().chat.completions.create(
+        model="claude-max", messages=[{"role": "user", "content": "count"}], stream=True
+    )
+    text = ""
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+            gate.set()
+    assert reply.gate_opened is True
+    assert text == "one two three four"
+
+
+# -- conversations ------------------------------------------------------------------------------------
+
+
+def test_conversation_continues_the_live_process_and_callers_do_not_share(
+    server: Server, real_cli: FakeAnthropicAPI
+) -> None:
+    real_cli.enqueue(
+        Reply(text="Reply ONE"), Reply(text="Reply TWO"), Reply(text="Reply THREE"), Reply(text="Reply FOUR")
+    )
+    client = server.client(api_key="alice")
+    history: list[dict[str, str]] = [{"role": "user", "content": "first"}]
+    first = client.chat.completions.create(model="claude-max", messages=history)  # type: ignore[arg-type]
+    history += [{"role": "assistant", "content": "Reply ONE"}, {"role": "user", "content": "second"}]
+    second = client.chat.completions.create(model="claude-max", messages=history)  # type: ignore[arg-type]
+    meta1, meta2 = (first.model_extra or {})["claude_max"], (second.model_extra or {})["claude_max"]
+    assert meta2["continued"] == "live" and meta2["session_id"] == meta1["session_id"]
+    body = real_cli.message_requests[1].body
+    assert body is not None
+    assert [m["role"] for m in body["messages"] if m["role"] != "system"] == ["user", "assistant", "user"]
+    assert "first" not in json.dumps(body["messages"][-1])  # only the new message was sent
+
+    # Another caller with the same messages gets its own session, with the history replayed.
+    other = server.client(api_key="mallory").chat.completions.create(model="claude-max", messages=history)  # type: ignore[arg-type]
+    meta3 = (other.model_extra or {})["claude_max"]
+    assert meta3["continued"] == "replayed" and meta3["session_id"] != meta1["session_id"]
+    # So does the same key with another `user`.
+    fourth = client.chat.completions.create(model="claude-max", messages=history, user="bob")  # type: ignore[arg-type]
+    assert (fourth.model_extra or {})["claude_max"]["continued"] == "replayed"
+
+
+def test_conversation_resumes_when_the_process_is_gone(
+    serve: Callable[..., Server], login: Path, real_cli: FakeAnthropicAPI
+) -> None:
+    server = serve("--live-sessions", "0")
+    client = server.client()
+    first = client.chat.completions.create(model="claude-max", messages=[{"role": "user", "content": "first"}])
+    history = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "second"},
+    ]
+    second = client.chat.completions.create(model="claude-max", messages=history)  # type: ignore[arg-type]
+    meta = (second.model_extra or {})["claude_max"]
+    assert meta["continued"] == "resumed"
+    assert meta["session_id"] == (first.model_extra or {})["claude_max"]["session_id"]
+    assert len([m for m in real_cli.message_requests[1].body["messages"] if m["role"] != "system"]) == 3  # type: ignore[index]
+
+
+# -- request mapping ----------------------------------------------------------------------------------
+
+
+def test_images_and_pdfs(server: Server, real_cli: FakeAnthropicAPI) -> None:
+    png = base64.b64encode(png_bytes()).decode()
+    pdf = base64.b64encode(b"%PDF-1.4\n%%EOF\n").decode()
+    content = [
+        {"type": "text", "text": "Describe"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+        {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf}", "filename": "a.pdf"}},
+    ]
+    server.client().chat.completions.create(model="claude-max", messages=[{"role": "user", "content": content}])  # type: ignore[misc, list-item]
+    blocks = [
+        b
+        for m in real_cli.message_requests[0].body["messages"]
+        for b in (m["content"] if isinstance(m["content"], list) else [])
+    ]  # type: ignore[index]
+    assert any(b.get("type") == "image" and b["source"]["data"] == png for b in blocks)
+    assert any(b.get("type") == "document" and b["source"]["data"] == pdf for b in blocks)
+    remote = chat(
+        server,
+        messages=[
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
+        ],
+    )
+    assert remote.status_code == 400 and "--allow-remote-images" in remote.json()["error"]["message"]
+
+
+def test_json_schema(server: Server, real_cli: FakeAnthropicAPI) -> None:
+    real_cli.enqueue(Reply(structured={"name": "Ada", "age": 36}))
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    completion = server.client().chat.completions.create(
+        model="claude-max",
+        messages=[{"role": "user", "content": "Invent a person"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+    )
+    assert json.loads(completion.choices[0].message.content or "") == {"name": "Ada", "age": 36}
+    failed = chat(server, response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}})
+    assert failed.status_code == 502 and failed.json()["error"]["code"] == "structured_output_missing"
+
+
+def test_ignored_parameters_are_reported(server: Server) -> None:
+    response = chat(server, temperature=0.2, max_tokens=10, reasoning_effort="high")
+    assert response.status_code == 200
+    assert response.headers["x-claude-max-ignored"] == "max_tokens, temperature"
+
+
+def test_reasoning_effort_maps_to_effort(server: Server, real_cli: FakeAnthropicAPI) -> None:
+    assert chat(server, reasoning_effort="high").status_code == 200
+    assert real_cli.message_requests[0].body["output_config"]["effort"] == "high"  # type: ignore[index]
+
+
+# -- errors -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"model": "gpt-4o"}, 404, "model_not_found"),
+        ({"messages": []}, 400, "invalid_request"),
+        ({"messages": [{"role": "assistant", "content": "x"}]}, 400, "invalid_request"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "invalid_request"),
+        ({"n": 3}, 400, "invalid_request"),
+        ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, 400, "invalid_request"),
+    ],
+)
+def test_bad_requests(server: Server, body: dict[str, object], status: int, code: str) -> None:
+    response = chat(server, **body)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+def test_openai_client_sees_precise_errors(server: Server, real_cli: FakeAnthropicAPI) -> None:
+    reset = int(time.time()) + 3600
+    real_cli.enqueue(Reply(status=429, error_type="rate_limit_error", headers=five_hour_limit_headers(reset)))
+    with pytest.raises(openai.RateLimitError) as info:
+        server.client().chat.completions.create(model="claude-max", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.code == "usage_limit_reached"
+    assert 3500 <= int(info.value.response.headers["retry-after"]) <= 3600
+    real_cli.enqueue(*[Reply(status=529) for _ in range(3)])
+    response = chat(server, claude_max={"max_retries": 0})
+    assert (
+        response.status_code == 503
+        and response.headers["retry-after"]
+        and response.json()["error"]["code"] == "api_error"
+    )
+    with pytest.raises(openai.NotFoundError):
+        server.client().models.retrieve("gpt-4o")
+
+
+def test_not_logged_in_is_503_and_nothing_is_sent(serve: Callable[..., Server], real_cli: FakeAnthropicAPI) -> None:
+    server = serve()
+    response = chat(server)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "not_logged_in"
+    assert real_cli.message_requests == []
+    assert "Every request will fail" in server.log.read_text()
+
+
+def test_api_key_in_the_environment_is_never_billed(
+    serve: Callable[..., Server], login: Path, real_cli: FakeAnthropicAPI
+) -> None:
+    server = serve(env={"ANTHROPIC_API_KEY": "sk-ant-api03-SERVERTESTKEY-9999"})
+    assert chat(server).status_code == 200
+    request = real_cli.message_requests[0]
+    assert (
+        request.header("x-api-key") is None
+        and request.header("authorization") == "Bearer sk-ant-oat01-FAKEACCESSTOKEN-aaaa"
+    )
+
+
+# -- endpoints, security ------------------------------------------------------------------------------------
+
+
+def test_models_and_health(server: Server) -> None:
+    models = [m.id for m in server.client().models.list()]
+    assert models[0] == "claude-max" and "claude-max-sonnet" in models
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    deep = httpx.get(server.url + "/health/deep", timeout=30).json()
+    assert deep["status"] == "ok" and deep["billing"]["route"] == "subscription"
+    assert httpx.get(server.url + "/nope").json()["error"]["code"] == "not_found"
+    assert httpx.delete(server.url + "/v1/models").status_code == 405
+    assert httpx.get(server.url + "/openapi.json").json()["openapi"].startswith("3.")
+
+
+def test_key_required_when_asked(serve: Callable[..., Server], login: Path) -> None:
+    server = serve("--require-key", env={"CLAUDE_MAX_SERVER_KEY": KEY})
+    assert chat(server).status_code == 401
+    with pytest.raises(openai.AuthenticationError):
+        server.client(api_key="wrong").models.list()
+    assert next(m.id for m in server.client(api_key=KEY).models.list()) == "claude-max"
+    assert httpx.get(server.url + "/health").status_code == 200  # liveness stays public
+
+
+def test_non_loopback_needs_a_flag_a_key_and_is_reported(serve: Callable[..., Server], login: Path) -> None:
+    refused = subprocess.run(
+        [str(BIN / "claude-max"), "serve", "--host", "0.0.0.0"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert refused.returncode == 2 and "--allow-remote" in refused.stderr
+    server = serve("--host", "0.0.0.0", "--allow-remote", env={"CLAUDE_MAX_SERVER_KEY": KEY})
+    assert "serving other people" in server.log.read_text().lower() or "not allow serving" in server.log.read_text()
+    port = server.url.rsplit(":", 1)[1]
+    assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
+    doctor = subprocess.run(
+        [str(BIN / "claude-max"), "doctor", "--offline", "--json", "tos"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    tier = next(c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "tos.tier")
+    assert any(f["status"] == "fail" and "beyond this machine" in f["summary"] for f in tier["findings"])
+
+
+def test_no_cors_by_default(server: Server) -> None:
+    response = httpx.options(
+        server.base + "/chat/completions",
+        headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
+    )
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_body_size_limit(serve: Callable[..., Server], login: Path) -> None:
+    server = serve("--max-body-mb", "1")
+    response = chat(server, messages=[{"role": "user", "content": "x" * 2_000_000}])
+    assert response.status_code == 413
+
+
+# -- processes --------------------------------------------------------------------------------------------
+
+
+def test_concurrency_limit_and_queue(serve: Callable[..., Server], login: Path, real_cli: FakeAnthropicAPI) -> None:
+    real_cli.default = Reply(text="slow answer here", chunk_delay=0.3)
+    server = serve("--max-concurrency", "2", "--queue", "3", "--pool-size", "2")
+
+    def one(n: int) -> httpx.Response:
+        return httpx.post(
+            server.base + "/chat/completions",
+            json={"model": "claude-max", "messages": [{"role": "user", "content": f"request {n}"}]},
+            timeout=120,
+        )
+
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(one, range(20)))
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {200, 429}, statuses
+    assert statuses.count(200) >= 2 and statuses.count(429) >= 1, statuses
+    for response in responses:
+        if response.status_code == 429:
+            assert int(response.headers["retry-after"]) >= 1
+            assert response.json()["error"]["code"] == "server_busy"
+        else:
+            assert response.json()["choices"][0]["message"]["content"] == "slow answer here"
+
+
+def test_client_disconnect_kills_its_cli_within_a_second(
+    serve: Callable[..., Server], login: Path, real_cli: FakeAnthropicAPI
+) -> None:
+    gate = threading.Event()
+    real_cli.enqueue(Reply(text="one two three", gate=gate, gate_timeout=30))
+    server = serve("--pool-size", "0", "--live-sessions", "0")
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST",
+            server.base + "/chat/completions",
+            json={"model": "claude-max", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        ) as response,
+    ):
+        for line in response.iter_lines():
+            if '"content":"one ' in line:
+                break
+        assert server.children(), "the request's CLI should be running"
+    gone_by = time.monotonic() + 1.0
+    while server.children() and time.monotonic() < gone_by:
+        time.sleep(0.02)
+    assert server.children() == []
+    gate.set()
+
+
+def test_shutdown_stops_every_child(serve: Callable[..., Server], login: Path) -> None:
+    server = serve("--pool-size", "2")
+    chat(server)  # leaves a live conversation and warm processes
+    deadline = time.monotonic() + 10
+    while len(server.children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(server.children()) >= 2
+    assert server.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a graceful shutdown
+    assert "Traceback" not in server.log.read_text()
+    # the conftest orphan check fails the test if any `claude` survived
+
+
+def test_orphans_of_a_killed_server_are_reaped_at_start(
+    serve: Callable[..., Server], login: Path, real_cli: FakeAnthropicAPI
+) -> None:
+    real_cli.enqueue(Reply(mode="stall_body", stall_seconds=60))
+    first = serve("--pool-size", "0")
+
+    def doomed_request() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # its server is killed below
+            chat(first)
+
+    threading.Thread(target=doomed_request, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while not first.children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    orphans = first.children()
+    assert orphans
+    first.stop(signal.SIGKILL)
+    assert all(Path(f"/proc/{pid}").exists() for pid in orphans)  # survived their parent
+    serve("--pool-size", "0")
+    deadline = time.monotonic() + 5
+    while any(
+        Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2] for pid in orphans
+    ):
+        assert time.monotonic() < deadline, "the new server did not reap the old one's children"
+        time.sleep(0.05)
+
+
+# -- frameworks ----------------------------------------------------------------------------------------
+
+
+def test_pydantic_ai(server: Server) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    model = OpenAIChatModel("claude-max", provider=OpenAIProvider(base_url=server.base, api_key="unused"))
+    result = Agent(model, instructions="Be brief.").run_sync("hi")
+    assert result.output == "Hello from the fake API."
+
+
+def test_langchain(server: Server) -> None:
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model="claude-max", base_url=server.base, api_key="unused", max_retries=0)  # type: ignore[arg-type]
+    assert llm.invoke("hi").content == "Hello from the fake API."
+    assert "".join(str(c.content) for c in llm.stream("hi")) == "Hello from the fake API."
+
+
+# -- the llm plugin through the server --------------------------------------------------------------------
+
+
+def test_llm_plugin_routes_through_the_server(
+    server: Server, real_cli: FakeAnthropicAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llm
+
+    monkeypatch.setenv("CLAUDE_MAX_SERVER", server.url)
+    real_cli.enqueue(Reply(text="Via the server."), Reply(text="Second via the server."))
+    conversation = llm.get_model("claude-max").conversation()
+    first = conversation.prompt("first")
+    assert first.text() == "Via the server."
+    second = conversation.prompt("second")
+    assert second.text() == "Second via the server."
+    assert second.response_json is not None
+    assert second.response_json["continued"] == "live" and second.response_json["via"] == server.url
+    assert second.usage().input == 12
+
+
+def test_llm_plugin_maps_server_errors(serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch) -> None:
+    import llm
+
+    from llm_claude_max.errors import NotLoggedIn
+
+    server = serve()  # no login
+    monkeypatch.setenv("CLAUDE_MAX_SERVER", server.url)
+    with pytest.raises(NotLoggedIn) as info:
+        llm.get_model("claude-max").prompt("hi").text()
+    assert isinstance(info.value, llm.ModelError)
+    monkeypatch.setenv("CLAUDE_MAX_SERVER", "http://127.0.0.1:9")
+    with pytest.raises(llm.ModelError, match="cannot be reached"):
+        llm.get_model("claude-max").prompt("hi").text()
