@@ -179,6 +179,14 @@ def test_system_prompt_replaces_the_agent_prompt(api: FakeAnthropicAPI) -> None:
     assert not any("Claude Code" in s for s in system)
 
 
+def test_system_prompt_beyond_the_argv_limit(api: FakeAnthropicAPI) -> None:
+    big = "Follow this rule. " * 12_000  # 216 KB: one argv value may not exceed 128 KiB
+    model().prompt("hi", system=big).text()
+    assert system_texts(api.message_requests[0])[-1] == big.strip()
+    state = Path(os.environ["CLAUDE_MAX_STATE_DIR"])
+    assert not list(state.glob("system-prompt-*"))  # the file lived as long as the process
+
+
 def test_system_prompt_appended(api: FakeAnthropicAPI) -> None:
     model().prompt("hi", system="Be terse.", system_placement="append").text()
     system = "\n".join(system_texts(api.message_requests[0]))

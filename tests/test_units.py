@@ -108,6 +108,15 @@ def test_argv_values_cannot_become_flags() -> None:
     assert '--json-schema={"type":"object"}' in argv
 
 
+def test_argv_system_prompt_file() -> None:
+    replace = build_argv(Path("c"), CommandSpec(system_prompt="S"), system_prompt_file=Path("/s.txt"))
+    assert "--system-prompt-file=/s.txt" in replace and "--system-prompt=S" not in replace
+    append = build_argv(
+        Path("c"), CommandSpec(system_prompt="S", placement=SystemPlacement.APPEND), system_prompt_file=Path("/s")
+    )
+    assert "--append-system-prompt-file=/s" in append
+
+
 def test_argv_placements_and_tools() -> None:
     append = build_argv(Path("c"), CommandSpec(system_prompt="S", placement=SystemPlacement.APPEND))
     assert "--append-system-prompt=S" in append and not any(a.startswith("--system-prompt=") for a in append)

@@ -60,7 +60,13 @@ class CommandSpec:
     process is only asked ``initialize``; :meth:`Session.turn` refuses to send it a prompt."""
 
 
-def build_argv(cli: Path, spec: CommandSpec) -> list[str]:
+ARGV_VALUE_LIMIT = 100_000
+"""Longer system prompts go through a file: Linux refuses a single argument over 128 KiB."""
+
+
+def build_argv(cli: Path, spec: CommandSpec, *, system_prompt_file: Path | None = None) -> list[str]:
+    """The CLI's argv; ``system_prompt_file``, when given, holds ``spec.system_prompt`` (see
+    :data:`ARGV_VALUE_LIMIT`)."""
     protocol = [str(cli), "-p", "--input-format=stream-json", "--output-format=stream-json", "--verbose"]
     if not spec.isolated:
         return protocol
@@ -83,11 +89,16 @@ def build_argv(cli: Path, spec: CommandSpec) -> list[str]:
         argv.append(f"--effort={spec.effort}")
     system = spec.system_prompt or ""
     if spec.placement is SystemPlacement.APPEND:
-        if system:
+        if system_prompt_file is not None:
+            argv.append(f"--append-system-prompt-file={system_prompt_file}")
+        elif system:
             argv.append(f"--append-system-prompt={system}")
     elif spec.placement is SystemPlacement.REPLACE and (system or not spec.tools):
         # Without tools, Claude Code's 7 KB agent prompt only describes tools the model cannot use.
-        argv.append(f"--system-prompt={system}")
+        if system_prompt_file is not None:
+            argv.append(f"--system-prompt-file={system_prompt_file}")
+        else:
+            argv.append(f"--system-prompt={system}")
     if spec.json_schema is not None:
         argv.append("--json-schema=" + json.dumps(spec.json_schema, separators=(",", ":")))
     if spec.resume:

@@ -12,13 +12,15 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import guard
+from .. import guard, paths
 from ..errors import (
     ClaudeTimeout,
     CLINotFound,
@@ -28,7 +30,7 @@ from ..errors import (
     StructuredOutputMissing,
 )
 from . import failure
-from .command import CommandSpec, build_argv
+from .command import ARGV_VALUE_LIMIT, CommandSpec, build_argv
 from .process import ClaudeProcess
 from .protocol import (
     JSON,
@@ -211,6 +213,7 @@ class Session:
         self.turns = 0
         self.started_at: float | None = None
         self._unchecked = False
+        self._system_file: Path | None = None
 
     async def __aenter__(self) -> Session:
         return self
@@ -233,7 +236,15 @@ class Session:
         """
         if enforce:
             self.lock.check(self.policy)
-        argv = build_argv(self.cli, self.spec)
+        system = self.spec.system_prompt or ""
+        if len(system.encode()) > ARGV_VALUE_LIMIT:
+            directory = paths.state_dir(self.env)
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix="system-prompt-", suffix=".txt", dir=directory)
+            with os.fdopen(fd, "w") as f:
+                f.write(system)
+            self._system_file = Path(name)
+        argv = build_argv(self.cli, self.spec, system_prompt_file=self._system_file)
         self.started_at = time.monotonic()
         try:
             self.proc = await ClaudeProcess.start(argv, self.env, self.cwd, self.pass_fds)
@@ -444,7 +455,14 @@ class Session:
     async def close(self) -> None:
         if self.proc is not None:
             await self.proc.finish()
+        self._forget_system_file()
 
     async def kill(self) -> None:
         if self.proc is not None:
             await self.proc.kill()
+        self._forget_system_file()
+
+    def _forget_system_file(self) -> None:
+        if self._system_file is not None:
+            self._system_file.unlink(missing_ok=True)
+            self._system_file = None
