@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,6 +33,9 @@ DEFAULT_PINNED = (
     Path.home() / ".cache" / "llm-claude-max" / "claude-cli" / PINNED_VERSION / "node_modules" / ".bin" / "claude"
 )
 ORPHAN_MARKER = "312.5"  # argument of `sleep` grandchildren started by fake scenarios
+RUN_MARKER = "LLM_CLAUDE_MAX_TEST_RUN"
+RUN_ID = uuid.uuid4().hex
+os.environ[RUN_MARKER] = RUN_ID  # inherited by every process this test run starts, at any depth
 
 
 def pinned_cli_path() -> Path:
@@ -98,6 +102,8 @@ def login(home: Path) -> Path:
 
 # -- the orphan check -----------------------------------------------------------------------------
 def _claude_processes() -> dict[int, str]:
+    """`claude` processes (real or fake) started by this test run, whatever their parent now is."""
+    marker = f"{RUN_MARKER}={RUN_ID}".encode()
     found: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -111,7 +117,12 @@ def _claude_processes() -> dict[int, str]:
         first = Path(args[0].decode(errors="replace")).name
         joined = b" ".join(args).decode(errors="replace")
         if first in ("claude", "claude.exe") or "fake_claude.py" in joined or joined == f"sleep {ORPHAN_MARKER}":
-            found[int(entry.name)] = joined[:200]
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in environ:
+                found[int(entry.name)] = joined[:200]
     return found
 
 
