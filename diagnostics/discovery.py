@@ -261,7 +261,7 @@ class Discovery:
         """name -> (value, source) after the settings env blocks, for one of the two views."""
         values: dict[str, tuple[str, Source]] = {}
         keep = routes.API_BILLING if self.allow_api_billing else frozenset()
-        shell_env = routes.scrub(self.env, keep=keep)[0] if ours else dict(self.env)
+        shell_env = routes.scrub(self.env, keep=keep) if ours else dict(self.env)
         for name, value in shell_env.items():
             if name in routes.BY_NAME:
                 values[name] = (value, Source("env", "shell environment"))

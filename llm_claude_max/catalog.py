@@ -7,7 +7,6 @@ description); the list is saved here so registering models with `llm` never star
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,12 +80,8 @@ def remember(models: Any, env: Mapping[str, str] | None = None) -> bool:
     parsed = from_initialize(models)
     if not parsed or parsed == load(env):
         return False
-    path = cache_path(env)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"models": [asdict(m) for m in parsed]}, indent=1))
-        tmp.replace(path)
+        paths.write_json(cache_path(env), {"models": [asdict(m) for m in parsed]})
     except OSError:
         return False
     return True

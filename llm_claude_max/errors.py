@@ -75,6 +75,11 @@ class PaidUsageRefused(ClaudeMaxError):
     partial_text: str = ""
     """What the model had already answered when the CLI was stopped (already paid for)."""
 
+    def __str__(self) -> str:
+        # Kept in the message: a caller that did not stream never saw this answer, which was paid for.
+        answer = f"\n\nThe answer served from extra usage was:\n{self.partial_text}" if self.partial_text else ""
+        return super().__str__() + answer
+
 
 class UsageLimitReached(ClaudeMaxError):
     """The subscription's usage window is exhausted."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,7 +37,10 @@ class Route(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
-PAID_ROUTES = frozenset({Route.API_KEY, Route.API_KEY_HELPER, Route.GATEWAY, Route.CLOUD})
+def plan_name(subscription_type: Any) -> str | None:
+    """``max`` -> ``Claude Max`` (the stored login's ``subscriptionType``)."""
+    return f"Claude {str(subscription_type).title()}" if subscription_type else None
+
 
 SUBSCRIPTION_TOKENS = frozenset({"claude.ai", "CLAUDE_CODE_OAUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR"})
 
@@ -97,8 +99,12 @@ def route_from_account(account: Mapping[str, Any], conflict: Mapping[str, Any] |
     return RouteReport(Route.UNKNOWN, str(token_source), provider=provider)
 
 
-def route_from_auth_status(status: Mapping[str, Any]) -> RouteReport:
-    """Classify ``claude auth status --json`` (the fallback when ``initialize`` is not answered)."""
+def route_from_auth_status(status: Mapping[str, Any], *, oauth_token_set: bool) -> RouteReport:
+    """Classify ``claude auth status --json`` (the fallback when ``initialize`` is not answered).
+
+    Its ``oauth_token`` means either ``CLAUDE_CODE_OAUTH_TOKEN`` or ``ANTHROPIC_AUTH_TOKEN`` (a gateway,
+    e.g. from managed settings): it counts as the subscription only when ``oauth_token_set`` says the
+    former is in the CLI's environment, and fails closed otherwise."""
     provider = str(status.get("apiProvider") or "firstParty")
     if provider != "firstParty":
         return RouteReport(Route.CLOUD, provider, provider=provider)
@@ -109,11 +115,11 @@ def route_from_auth_status(status: Mapping[str, Any]) -> RouteReport:
         return RouteReport(route, str(api_key_source), provider=provider)
     if method == "claude.ai":
         plan = status.get("subscriptionType")
-        return RouteReport(Route.SUBSCRIPTION, "claude.ai login", plan=f"Claude {str(plan).title()}" if plan else None)
+        return RouteReport(Route.SUBSCRIPTION, "claude.ai login", plan=plan_name(plan))
     if method == "oauth_token":
-        # CLAUDE_CODE_OAUTH_TOKEN and ANTHROPIC_AUTH_TOKEN look alike here; only the former is kept
-        # in our child environment, so this is the subscription token.
-        return RouteReport(Route.SUBSCRIPTION, "CLAUDE_CODE_OAUTH_TOKEN")
+        if oauth_token_set:
+            return RouteReport(Route.SUBSCRIPTION, "CLAUDE_CODE_OAUTH_TOKEN")
+        return RouteReport(Route.UNKNOWN, "an OAuth or gateway token (`claude auth status` cannot tell which)")
     if method in ("api_key", "api_key_helper"):
         return RouteReport(Route.API_KEY_HELPER if method == "api_key_helper" else Route.API_KEY, str(method))
     if method in (None, "none"):
@@ -151,6 +157,12 @@ def check_route(report: RouteReport, policy: Policy) -> str | None:
         )
     if report.route in (Route.API_KEY, Route.API_KEY_HELPER) and policy.allow_api_billing:
         return f"claude-max: this prompt is billed to {report.describe()}, because API billing is enabled."
+    if report.route is Route.UNKNOWN:
+        raise BillingRouteRefused(
+            f"Refused: the CLI would use {report.source}, which llm-claude-max cannot confirm is your "
+            "subscription. Nothing was sent. Run `claude-max doctor`.",
+            route=report.route.value,
+        )
     detail = " A subscription login exists, but the API credential would win." if report.conflict else ""
     raise BillingRouteRefused(
         f"Refused: the Claude Code CLI would bill {report.describe()}, not a Claude subscription.{detail} "
@@ -222,12 +234,10 @@ class OverageLock:
         return data
 
     def set(self, rate_limit: RateLimit, session_id: str | None) -> None:
-        until = rate_limit.raw.get("overageResetsAt") or rate_limit.resets_at
+        # The plan's window reopening ends the need for extra usage; without a reset time, 5 hours.
+        until = rate_limit.resets_at or rate_limit.raw.get("overageResetsAt") or int(time.time()) + 5 * 3600
         data = {"since": int(time.time()), "until": until, "limit": rate_limit.limit_type, "session_id": session_id}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(self.path)
+        paths.write_json(self.path, data)
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 
 from . import config, conversation, guard, paths, transcript
 from .catalog import CatalogModel
-from .errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused, SessionNotFound
+from .errors import ClaudeMaxError, InvalidRequest, SessionNotFound
 from .runner.bridge import iterate_sync
 from .runner.client import ClaudeCLI
 from .runner.command import CommandSpec, SystemPlacement
@@ -160,12 +160,6 @@ class _Shared:
                     # Carries the session id onto the response's text for `llm -c`.
                     meta = {conversation.META: {"session_id": event.summary.session_id}}
                     yield StreamEvent("text", "", provider_metadata=meta)
-        except PaidUsageRefused as exc:
-            if exc.partial_text:
-                # Already paid for; a caller of .text() never saw the streamed part, so keep it here.
-                exc.message += f"\n\nThe answer served from extra usage was:\n{exc.partial_text}"
-                exc.args = (exc.message,)
-            raise as_llm_error(exc) from None
         except ClaudeMaxError as exc:
             raise as_llm_error(exc) from None
 

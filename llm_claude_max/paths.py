@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 STATE_DIR_VAR = "CLAUDE_MAX_STATE_DIR"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Replace ``path`` atomically (a unique temporary file, then a rename), creating its directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
 
 
 def state_dir(env: Mapping[str, str] | None = None) -> Path:

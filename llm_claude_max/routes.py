@@ -74,7 +74,7 @@ VARIABLES: tuple[RouteVariable, ...] = (
         secret=True,
     ),
     _v("CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR", Kind.API_KEY, "API key read from a file descriptor"),
-    _v("CLAUDE_CODE_API_KEY_HELPER_TTL_MS", Kind.API_KEY, "refresh interval of an apiKeyHelper script"),
+    _v("CLAUDE_CODE_API_KEY_HELPER_TTL_MS", Kind.MODE, "refresh interval of an apiKeyHelper script"),
     # -- rung 5: subscription token (kept: it is the subscription) ---------------------------
     _v(
         "CLAUDE_CODE_OAUTH_TOKEN",
@@ -133,8 +133,6 @@ REMOVED: frozenset[str] = frozenset(v.name for v in VARIABLES if v.removed)
 API_BILLING: frozenset[str] = frozenset(v.name for v in VARIABLES if v.kind is Kind.API_KEY)
 """Variables passed through only when the user has opted in to API-key billing."""
 
-PAID_KINDS: frozenset[Kind] = frozenset({Kind.CLOUD, Kind.GATEWAY_TOKEN, Kind.API_KEY, Kind.PROFILE})
-
 
 class Rung(enum.IntEnum):
     """Claude Code's credential precedence, highest first (the documented order, ``authentication.md``)."""
@@ -192,19 +190,6 @@ order, except that ``ANTHROPIC_API_KEY`` is used whenever present (with ``ANTHRO
 set, both headers are sent and ``apiKeySource`` names the API key)."""
 
 
-def scrub(env: Mapping[str, str], *, keep: frozenset[str] = frozenset()) -> tuple[dict[str, str], list[str]]:
-    """Return ``env`` without the removed variables (except ``keep``) and the names that were removed."""
-    clean: dict[str, str] = {}
-    removed: list[str] = []
-    for name, value in env.items():
-        if name in REMOVED and name not in keep:
-            removed.append(name)
-        else:
-            clean[name] = value
-    return clean, sorted(removed)
-
-
-def present(env: Mapping[str, str]) -> list[tuple[RouteVariable, str]]:
-    """The route variables set (non-empty) in ``env``, in table order. An empty value counts as unset,
-    as it does for the CLI."""
-    return [(v, env[v.name]) for v in VARIABLES if env.get(v.name)]
+def scrub(env: Mapping[str, str], *, keep: frozenset[str] = frozenset()) -> dict[str, str]:
+    """``env`` without the removed variables (except ``keep``)."""
+    return {name: value for name, value in env.items() if name not in REMOVED or name in keep}

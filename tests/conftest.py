@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path

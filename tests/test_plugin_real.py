@@ -119,6 +119,14 @@ def test_prompt_starting_with_dashes_is_text(api: FakeAnthropicAPI) -> None:
     assert "--help me" in user_texts(api.message_requests[0])
 
 
+@pytest.mark.parametrize("prompt", ["/model haiku", "/clear", "/cost"])
+def test_prompt_starting_with_a_slash_reaches_the_model(api: FakeAnthropicAPI, prompt: str) -> None:
+    # The CLI would run these as its own commands (switch the model, wipe the session...).
+    assert model().prompt(prompt).text() == "Hello from the fake API."
+    assert prompt in " ".join(user_texts(api.message_requests[0]))
+    assert api.message_requests[0].body["model"] == "claude-opus-5-5"  # type: ignore[index]
+
+
 def test_one_megabyte_prompt(api: FakeAnthropicAPI) -> None:
     big = "word " * 200_000
     assert model().prompt(big).text() == "Hello from the fake API."

@@ -21,7 +21,7 @@ from llm_claude_max.errors import (
 from llm_claude_max.models import as_llm_error
 from llm_claude_max.runner import failure, protocol
 from llm_claude_max.runner.command import CommandSpec, SystemPlacement, build_argv, build_env
-from llm_claude_max.runner.locate import CLI, TESTED_VERSION, version_tuple
+from llm_claude_max.runner.locate import TESTED_VERSION, version_tuple
 
 # -- routes and the child environment --------------------------------------------------------------
 
@@ -30,13 +30,13 @@ def test_every_removed_variable_is_scrubbed() -> None:
     parent = {v.name: "value" for v in routes.VARIABLES} | {"PATH": "/bin", "HOME": "/home/u"}
     child = build_env(parent)
     for variable in routes.VARIABLES:
-        assert (variable.name in child.env) is (not variable.removed), variable.name
-    assert child.env["PATH"] == "/bin"
-    assert sorted(child.removed) == sorted(routes.REMOVED)
+        assert (variable.name in child) is (not variable.removed), variable.name
+    assert child["PATH"] == "/bin"
+    assert set(parent) - set(child) == routes.REMOVED
 
 
 def test_subscription_and_locator_variables_are_kept() -> None:
-    env = build_env({"CLAUDE_CODE_OAUTH_TOKEN": "t", "CLAUDE_CONFIG_DIR": "/c", "HTTPS_PROXY": "http://p"}).env
+    env = build_env({"CLAUDE_CODE_OAUTH_TOKEN": "t", "CLAUDE_CONFIG_DIR": "/c", "HTTPS_PROXY": "http://p"})
     assert env["CLAUDE_CODE_OAUTH_TOKEN"] == "t"
     assert env["CLAUDE_CONFIG_DIR"] == "/c"
     assert env["HTTPS_PROXY"] == "http://p"
@@ -44,35 +44,28 @@ def test_subscription_and_locator_variables_are_kept() -> None:
 
 def test_api_key_kept_only_with_opt_in_and_nothing_else() -> None:
     parent = {"ANTHROPIC_API_KEY": "k", "ANTHROPIC_AUTH_TOKEN": "g", "CLAUDE_CODE_USE_BEDROCK": "1"}
-    assert "ANTHROPIC_API_KEY" not in build_env(parent).env
-    opted = build_env(parent, allow_api_billing=True).env
+    assert "ANTHROPIC_API_KEY" not in build_env(parent)
+    opted = build_env(parent, allow_api_billing=True)
     assert opted["ANTHROPIC_API_KEY"] == "k"
     assert "ANTHROPIC_AUTH_TOKEN" not in opted and "CLAUDE_CODE_USE_BEDROCK" not in opted
 
 
 def test_overrides_never_bring_a_credential_back() -> None:
-    env = build_env({}, overrides={"ANTHROPIC_API_KEY": "k", "CLAUDE_CODE_MAX_RETRIES": "1"}).env
+    env = build_env({}, overrides={"ANTHROPIC_API_KEY": "k", "CLAUDE_CODE_MAX_RETRIES": "1"})
     assert "ANTHROPIC_API_KEY" not in env
     assert env["CLAUDE_CODE_MAX_RETRIES"] == "1"
 
 
 def test_quiet_defaults_respect_the_user() -> None:
-    env = build_env({"API_TIMEOUT_MS": "5000"}).env
+    env = build_env({"API_TIMEOUT_MS": "5000"})
     assert env["API_TIMEOUT_MS"] == "5000"
     assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
     assert env["CLAUDE_CODE_MAX_RETRIES"] == "3"
 
 
 def test_base_url_only_from_our_own_variable() -> None:
-    assert "ANTHROPIC_BASE_URL" not in build_env({"ANTHROPIC_BASE_URL": "http://evil"}).env
-    assert (
-        build_env({"ANTHROPIC_BASE_URL": "http://evil"}, base_url="http://gw").env["ANTHROPIC_BASE_URL"] == "http://gw"
-    )
-
-
-def test_present_treats_empty_as_unset() -> None:
-    names = [v.name for v, _ in routes.present({"ANTHROPIC_API_KEY": "", "ANTHROPIC_AUTH_TOKEN": "x"})]
-    assert names == ["ANTHROPIC_AUTH_TOKEN"]
+    assert "ANTHROPIC_BASE_URL" not in build_env({"ANTHROPIC_BASE_URL": "http://evil"})
+    assert build_env({"ANTHROPIC_BASE_URL": "http://evil"}, base_url="http://gw")["ANTHROPIC_BASE_URL"] == "http://gw"
 
 
 # -- argv ------------------------------------------------------------------------------------------
@@ -250,7 +243,6 @@ def test_conflict_is_explained() -> None:
     ("status", "route"),
     [
         ({"loggedIn": True, "authMethod": "claude.ai", "subscriptionType": "max"}, guard.Route.SUBSCRIPTION),
-        ({"loggedIn": True, "authMethod": "oauth_token"}, guard.Route.SUBSCRIPTION),
         ({"loggedIn": True, "authMethod": "api_key", "apiKeySource": "ANTHROPIC_API_KEY"}, guard.Route.API_KEY),
         (
             {"loggedIn": True, "authMethod": "api_key_helper", "apiKeySource": "apiKeyHelper"},
@@ -261,7 +253,24 @@ def test_conflict_is_explained() -> None:
     ],
 )
 def test_route_from_auth_status(status: dict[str, object], route: guard.Route) -> None:
-    assert guard.route_from_auth_status(status).route is route
+    assert guard.route_from_auth_status(status, oauth_token_set=False).route is route
+
+
+def test_auth_status_oauth_token_is_the_subscription_only_when_we_passed_one() -> None:
+    status = {"loggedIn": True, "authMethod": "oauth_token"}
+    assert guard.route_from_auth_status(status, oauth_token_set=True).route is guard.Route.SUBSCRIPTION
+    ambiguous = guard.route_from_auth_status(status, oauth_token_set=False)  # could be ANTHROPIC_AUTH_TOKEN
+    with pytest.raises(BillingRouteRefused, match="cannot confirm"):
+        guard.check_route(ambiguous, guard.Policy())
+
+
+def test_user_text_is_never_a_claude_code_command() -> None:
+    line = json.loads(
+        protocol.encode_user_message([{"type": "text", "text": "/model haiku"}, {"type": "image", "x": 1}])
+    )
+    assert line["message"]["content"] == [{"type": "text", "text": " /model haiku"}, {"type": "image", "x": 1}]
+    assert json.loads(protocol.encode_user_message("/clear"))["message"]["content"] == " /clear"
+    assert json.loads(protocol.encode_user_message("a /b"))["message"]["content"] == "a /b"
 
 
 def test_init_api_key_source_must_be_none() -> None:
@@ -384,9 +393,7 @@ def test_catalog_falls_back_then_learns() -> None:
 
 def test_version_comparison() -> None:
     assert version_tuple("2.1.328 (Claude Code)") == (2, 1, 328)
-    assert CLI(Path("c"), TESTED_VERSION).tested is True
-    assert CLI(Path("c"), "2.1.9").tested is False
-    assert CLI(Path("c"), None).tested is None
+    assert version_tuple("2.1.9") < version_tuple(TESTED_VERSION) <= version_tuple("2.10.0")
 
 
 def test_errors_become_llm_model_errors_and_stay_precise() -> None:

@@ -65,7 +65,7 @@ def auth_status(ctx: Context) -> Iterator[Finding]:
     # Only these fields: the rest (email, organisation) is personal and not needed here.
     fields = {k: status.get(k) for k in ("loggedIn", "authMethod", "apiKeySource", "subscriptionType", "apiProvider")}
     shown = ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-    report = guard.route_from_auth_status(status)
+    report = guard.route_from_auth_status(status, oauth_token_set=bool(ctx.env.get("CLAUDE_CODE_OAUTH_TOKEN")))
     probe = ctx.plain_probe
     if probe.route is not None and probe.route.route is not report.route:
         yield Finding(

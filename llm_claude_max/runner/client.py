@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import catalog, config, guard, paths
-from .command import ChildEnv, CommandSpec, build_env
+from .command import CommandSpec, build_env
 from .locate import find_cli
 from .protocol import JSON
 from .session import DEFAULT_TIMEOUTS, Session, Timeouts, TurnEvent
@@ -31,7 +31,7 @@ class ClaudeCLI:
         self.path: Path = find_cli(cli or self.settings.cli, self.env)
         self.lock = guard.OverageLock(self.env)
 
-    def child_env(self, policy: guard.Policy, overrides: Mapping[str, str] | None = None) -> ChildEnv:
+    def child_env(self, policy: guard.Policy, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         return build_env(
             self.env,
             base_url=self.settings.base_url,
@@ -51,12 +51,12 @@ class ClaudeCLI:
         return Session(
             self.path,
             spec,
-            env=child.env,
+            env=child,
             cwd=cwd or paths.workspace(self.env),
             policy=policy,
             lock=self.lock,
             timeouts=timeouts,
-            pass_fds=_inherited_fds(child.env),
+            pass_fds=_inherited_fds(child),
         )
 
     async def prompt(

@@ -108,31 +108,24 @@ def build_argv(cli: Path, spec: CommandSpec, *, system_prompt_file: Path | None 
     return argv
 
 
-@dataclass(frozen=True)
-class ChildEnv:
-    env: dict[str, str]
-    removed: list[str]
-    """Names of credential/route variables that were not passed on."""
-
-
 def build_env(
     parent: Mapping[str, str],
     *,
     base_url: str | None = None,
     allow_api_billing: bool = False,
     overrides: Mapping[str, str] | None = None,
-) -> ChildEnv:
+) -> dict[str, str]:
     """The parent's environment minus every credential/route variable, plus quiet defaults.
 
     ``allow_api_billing`` keeps the API-key variables (the user's explicit opt-in). ``base_url``
     is ``CLAUDE_MAX_BASE_URL``: the only way an endpoint reaches the child.
     """
     keep = routes.API_BILLING if allow_api_billing else frozenset()
-    env, removed = routes.scrub(parent, keep=keep)
+    env = routes.scrub(parent, keep=keep)
     for name, value in QUIET_DEFAULTS.items():
         env.setdefault(name, value)
     if base_url:
         env["ANTHROPIC_BASE_URL"] = base_url
     # Overrides tune the CLI (retries, timeouts); they can never bring a credential back.
     env.update({k: v for k, v in (overrides or {}).items() if k not in routes.REMOVED})
-    return ChildEnv(env, removed)
+    return env

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
@@ -22,19 +22,6 @@ INSTALL_HINT = (
     "(or see https://code.claude.com/docs/en/setup), run `claude` once and log in with /login, "
     f"or point {CLI_VAR} at the executable."
 )
-
-
-@dataclass(frozen=True)
-class CLI:
-    path: Path
-    version: str | None
-
-    @property
-    def tested(self) -> bool | None:
-        """True when the version is the tested one or newer; None when unknown."""
-        if self.version is None:
-            return None
-        return version_tuple(self.version) >= version_tuple(TESTED_VERSION)
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -154,16 +141,6 @@ def read_version(path: Path, env: Mapping[str, str] | None = None, *, timeout: f
         except (OSError, ValueError):
             data = {}
         data[key] = version
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=1))
-            tmp.replace(cache_file)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            paths.write_json(cache_file, data)
     return version
-
-
-def locate(explicit: str | None = None, env: Mapping[str, str] | None = None) -> CLI:
-    path = find_cli(explicit, env)
-    return CLI(path, read_version(path, env))

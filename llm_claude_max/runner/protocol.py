@@ -56,9 +56,6 @@ class Assistant:
     api_error: str | None
     """``error`` of a synthetic error message (``model == "<synthetic>"``), else None."""
 
-    def text(self) -> str:
-        return "".join(b.get("text", "") for b in self.content if b.get("type") == "text")
-
 
 @dataclass(frozen=True)
 class User:
@@ -257,10 +254,26 @@ def encode_initialize(request_id: str) -> bytes:
     return _line({"type": "control_request", "request_id": request_id, "request": {"subtype": "initialize"}})
 
 
+def _not_a_command(text: str) -> str:
+    """The CLI runs a text block that starts with ``/`` as one of its own commands (``/model haiku``
+    switches the model, ``/clear`` wipes the session) instead of sending it; a leading space makes it
+    plain text, sent unchanged otherwise."""
+    return " " + text if text.startswith("/") else text
+
+
 def encode_user_message(content: str | list[JSON]) -> bytes:
-    return _line(
-        {"type": "user", "message": {"role": "user", "content": content}, "parent_tool_use_id": None, "session_id": ""}
-    )
+    """A user message; its text always reaches the model (never read as a Claude Code command)."""
+    if isinstance(content, str):
+        content = _not_a_command(content)
+    else:
+        content = [
+            {**block, "text": _not_a_command(block["text"])}
+            if block.get("type") == "text" and isinstance(block.get("text"), str)
+            else block
+            for block in content
+        ]
+    message = {"role": "user", "content": content}
+    return _line({"type": "user", "message": message, "parent_tool_use_id": None, "session_id": ""})
 
 
 def encode_control_error(request_id: str, error: str) -> bytes:

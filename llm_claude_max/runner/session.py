@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -244,16 +245,22 @@ class Session:
             with os.fdopen(fd, "w") as f:
                 f.write(system)
             self._system_file = Path(name)
+        if self.spec.json_schema is not None and len(json.dumps(self.spec.json_schema).encode()) > ARGV_VALUE_LIMIT:
+            raise InvalidRequest(
+                f"The schema is larger than {ARGV_VALUE_LIMIT} bytes, too large for the CLI's command line."
+            )
         argv = build_argv(self.cli, self.spec, system_prompt_file=self._system_file)
         self.started_at = time.monotonic()
         try:
             self.proc = await ClaudeProcess.start(argv, self.env, self.cwd, self.pass_fds)
         except OSError as exc:
+            if exc.errno == errno.E2BIG:
+                raise InvalidRequest("The request is too large for the CLI's command line.") from exc
             raise CLINotFound(f"Could not start the Claude Code CLI at {self.cli}: {exc}") from exc
         request_id = f"llm-claude-max-init-{next(self._ids)}"
         await self.proc.send(encode_initialize(request_id))
         answer = await self._await_initialize(request_id)
-        if answer is not None and answer.ok:
+        if answer.ok:
             self.initialize = answer.response
             account = answer.response.get("account")
             conflict = answer.response.get("auth_conflict")
@@ -265,7 +272,7 @@ class Session:
             self.route_warning = guard.check_route(self.route, self.policy)
         return self.route
 
-    async def _await_initialize(self, request_id: str) -> ControlResponse | None:
+    async def _await_initialize(self, request_id: str) -> ControlResponse:
         assert self.proc is not None
         deadline = time.monotonic() + self.timeouts.start
         while True:
@@ -279,8 +286,7 @@ class Session:
                     stderr=self.proc.stderr_tail() or None,
                 ) from None
             if event is None:
-                code = await self.proc.wait(5)
-                raise failure.from_exit(code, self.proc.stderr_tail(), interrupted=False)
+                raise failure.from_exit(await self._exit_code(), self.proc.stderr_tail(), interrupted=False)
             if isinstance(event, ControlResponse) and event.request_id == request_id:
                 return event
             if isinstance(event, ControlRequest):
@@ -311,7 +317,8 @@ class Session:
             raise ProtocolError(
                 "The CLI answered neither `initialize` nor `auth status --json`; refusing to send."
             ) from None
-        return guard.route_from_auth_status(status if isinstance(status, dict) else {})
+        token = self.env.get("CLAUDE_CODE_OAUTH_TOKEN") or self.env.get("CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR")
+        return guard.route_from_auth_status(status if isinstance(status, dict) else {}, oauth_token_set=bool(token))
 
     # -- one turn ------------------------------------------------------------------------------
     async def turn(self, content: str | list[JSON], *, structured: bool = False) -> AsyncIterator[TurnEvent]:
@@ -337,8 +344,7 @@ class Session:
         while True:
             event = await self._next(deadline)
             if event is None:
-                code = await self.proc.wait(5)
-                raise failure.from_exit(code, self.proc.stderr_tail(), interrupted=interrupted)
+                raise failure.from_exit(await self._exit_code(), self.proc.stderr_tail(), interrupted=interrupted)
             if isinstance(event, Init):
                 guard.check_init(event, self.route, self.policy)
                 self.session_id = event.session_id
@@ -423,6 +429,15 @@ class Session:
                     yield Notice(warning)
                 yield Done(outcome)
                 return
+
+    async def _exit_code(self) -> int:
+        """After the end of output: the exit code (a CLI that closed stdout but lingers is killed)."""
+        assert self.proc is not None
+        try:
+            return await self.proc.wait(5)
+        except TimeoutError:
+            await self.kill()
+            return self.proc.returncode if self.proc.returncode is not None else -9
 
     async def _next(self, deadline: float | None) -> Any:
         assert self.proc is not None

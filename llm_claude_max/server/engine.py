@@ -162,7 +162,6 @@ class Engine:
         self.sessions: set[Session] = set()
         self.stats = Stats()
         self.last_rate_limit: RateLimit | None = None
-        self.last_route: guard.RouteReport | None = None
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._waiting = 0
         self._running = 0
@@ -193,7 +192,7 @@ class Engine:
         session = self.cli.session(spec, policy=self.config.policy, timeouts=self.config.timeouts)
         self.sessions.add(session)
         try:
-            self.last_route = await session.start()
+            await session.start()
         except BaseException:
             await self._kill(session)
             raise
