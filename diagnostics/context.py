@@ -1,7 +1,7 @@
 """What checks share: the environment, the options, and facts computed once on first use.
 
-Checks run concurrently; every fact here is a ``cached_property`` (computed once, under a lock) so two
-checks asking for the CLI probe start the CLI only once.
+Checks run concurrently; every fact here is a :class:`fact`: computed once, under a lock, so two checks
+asking for the CLI probe start the CLI only once (``functools.cached_property`` has no lock on 3.12+).
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from llm_claude_max import config, guard
 from llm_claude_max.errors import ClaudeMaxError
@@ -20,6 +21,32 @@ from llm_claude_max.runner import locate
 
 from . import keychain
 from .discovery import Discovery, Login, Source, login_from_blob, managed_dirs
+
+T = TypeVar("T")
+
+
+class fact(Generic[T]):
+    """A property computed once per context, even when several threads ask for it at once."""
+
+    def __init__(self, compute: Callable[[Any], T]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> fact[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type) -> T: ...
+    def __get__(self, instance: object | None, owner: type) -> fact[T] | T:
+        if instance is None:
+            return self
+        values: dict[str, Any] = instance.__dict__.setdefault("_facts", {})
+        if self.name not in values:
+            with instance.__dict__["_fact_lock"](self.name):
+                if self.name not in values:
+                    values[self.name] = self.compute(instance)
+        return values[self.name]  # type: ignore[no-any-return]
+
 
 MANAGED_DIR_VAR = "CLAUDE_MAX_DOCTOR_MANAGED_DIR"
 """Overrides where managed settings are read from (tests use it)."""
@@ -32,6 +59,8 @@ class Options:
     live: bool = False
     """Allow checks that send a real prompt (spends a little quota)."""
     verbose: bool = False
+    trust_project: bool = False
+    """Let the CLI load this directory's own settings, even if they make it run commands."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +85,8 @@ class Probe:
     route: guard.RouteReport | None
     account: dict[str, Any] | None
     error: str | None = None
+    complete: bool = True
+    """The CLI loaded every settings file the static reading considered."""
 
 
 class Context:
@@ -73,14 +104,22 @@ class Context:
         self.options = options or Options()
         self.platform = platform
         self.settings = config.Settings.from_env(self.env)
+        locks: dict[str, threading.Lock] = {}
+        guard_lock = threading.Lock()
 
-    @cached_property
+        def lock_for(name: str) -> threading.Lock:
+            with guard_lock:
+                return locks.setdefault(name, threading.Lock())
+
+        self._fact_lock = lock_for
+
+    @fact
     def managed_dirs(self) -> tuple[Path, ...]:
         if self.env.get(MANAGED_DIR_VAR):
             return (Path(self.env[MANAGED_DIR_VAR]),)
         return managed_dirs(self.platform)
 
-    @cached_property
+    @fact
     def keychain_login(self) -> Login | None:
         """On macOS Claude Code keeps the login in the Keychain; read its metadata through keyring."""
         if self.platform != "darwin":
@@ -92,7 +131,7 @@ class Context:
         blob = {"claudeAiOauth": {**meta, "refreshToken": "present" if meta.get("refreshToken") else ""}}
         return login_from_blob(blob, Source("keychain", f"macOS Keychain item {keychain.CLAUDE_SERVICE!r}"))
 
-    @cached_property
+    @fact
     def discovery(self) -> Discovery:
         return Discovery(
             self.env,
@@ -103,7 +142,7 @@ class Context:
             allow_api_billing=self.settings.allow_api_billing,
         )
 
-    @cached_property
+    @fact
     def cli(self) -> CLIFound | CLIMissing:
         on_path = tuple(locate.all_on_path(self.env))
         try:
@@ -120,25 +159,29 @@ class Context:
     def _probe(self, *, plain: bool) -> Probe:
         from llm_claude_max.runner.client import ClaudeCLI
 
+        # The CLI runs the apiKeyHelper and hooks of the settings it loads: a directory's own
+        # (an untrusted clone's) are left out unless the user trusts it.
+        untrusted = plain and bool(self.discovery.project_commands) and not self.options.trust_project
         try:
             client = ClaudeCLI(env=self.env, settings=self.settings)
-            route, answer = asyncio.run(client.probe(plain=plain, cwd=self.cwd, timeout=30))
+            sources = "user" if untrusted else None
+            route, answer = asyncio.run(client.probe(plain=plain, cwd=self.cwd, timeout=30, setting_sources=sources))
         except ClaudeMaxError as exc:
-            return Probe(None, None, exc.message)
+            return Probe(None, None, exc.message, complete=not untrusted)
         account = answer.get("account")
-        return Probe(route, account if isinstance(account, dict) else None)
+        return Probe(route, account if isinstance(account, dict) else None, complete=not untrusted)
 
-    @cached_property
+    @fact
     def plain_probe(self) -> Probe:
         """What plain `claude -p` in this directory and shell says it will use."""
         return self._probe(plain=True)
 
-    @cached_property
+    @fact
     def our_probe(self) -> Probe:
         """What the CLI says it will use when llm-claude-max runs it."""
         return self._probe(plain=False)
 
-    @cached_property
+    @fact
     def auth_status(self) -> dict[str, Any] | str:
         """``claude auth status --json`` in this shell (a dict), or why it could not be read (a str)."""
         import json

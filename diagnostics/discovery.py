@@ -29,6 +29,8 @@ from llm_claude_max.routes import Kind, Rung
 from .masking import mask, mask_embedded, mask_url
 
 SCOPES = ("user", "project", "local", "managed")  # increasing priority
+COMMAND_SETTINGS = ("apiKeyHelper", "hooks", "awsAuthRefresh", "awsCredentialExport", "otelHeadersHelper")
+"""Settings that make the CLI run a command when it starts."""
 
 ACTIVE_CLOUD_SWITCHES = {
     f"CLAUDE_CODE_USE_{p}"
@@ -227,6 +229,17 @@ class Discovery:
                 )
             )
         self.credentials.sort(key=lambda c: (c.rung, not c.active))
+        plain = self._effective(ours=False)
+        self.bare = plain.get("CLAUDE_CODE_SIMPLE", ("",))[0].strip().lower() not in ("", "0", "false", "no", "off")
+        """Bare mode in plain `claude -p`: the login and setup tokens are never read."""
+        self.project_commands = [
+            f"{short_path(f.path, self.home)}: {key}"
+            for f in self.settings
+            if f.scope in ("project", "local")
+            for key in COMMAND_SETTINGS
+            if f.data.get(key)
+        ]
+        """Commands this directory's own settings would make the CLI run (an untrusted clone's)."""
 
     # -- settings files ----------------------------------------------------------------------
     def _settings(self, managed: tuple[Path, ...]) -> list[SettingsFile]:
@@ -347,12 +360,13 @@ class Discovery:
                 if file.scope == scope and isinstance(file.data.get("apiKeyHelper"), str) and file.data["apiKeyHelper"]:
                     winner = file
         if winner is not None:
-            command = mask_embedded(str(winner.data["apiKeyHelper"]))
+            # Only the program: the rest of a helper command can hold a key in any form.
+            program = str(winner.data["apiKeyHelper"]).split()[0] if str(winner.data["apiKeyHelper"]).split() else "?"
             self.credentials.append(
                 Credential(
                     Rung.API_KEY_HELPER,
                     "apiKeyHelper",
-                    f"runs `{command if len(command) <= 60 else command[:57] + '...'}`",
+                    f"runs `{mask_embedded(program)[:60]} …`",
                     self.settings_source(winner, "apiKeyHelper", "apiKeyHelper"),
                     plain=True,
                     ours=winner.scope == "managed",
@@ -394,13 +408,14 @@ class Discovery:
 
     @staticmethod
     def _login_display(login: Login) -> str:
-        plan = f"Claude {login.plan.title()}" if login.plan else "claude.ai"
-        return f"{plan} login"
+        return f"{guard.plan_name(login.plan) or 'claude.ai'} login"
 
     # -- verdicts --------------------------------------------------------------------------------
     def winner(self, *, ours: bool) -> Credential | None:
         """The credential the CLI uses in `claude -p` (PRINT_MODE_ORDER), in one of the two views."""
         visible = [c for c in self.credentials if c.active and (c.ours if ours else c.plain)]
+        if not ours and self.bare:
+            visible = [c for c in visible if c.rung not in (Rung.LOGIN, Rung.OAUTH_TOKEN)]
         for rung in routes.PRINT_MODE_ORDER:
             for credential in visible:
                 if credential.rung is rung:
@@ -429,8 +444,7 @@ def route_of(credential: Credential | None, login: Login | None) -> guard.RouteR
         return guard.RouteReport(guard.Route.NONE, "none")
     route = RUNG_ROUTES[credential.rung]
     if credential.rung is Rung.LOGIN:
-        plan = f"Claude {login.plan.title()}" if login is not None and login.plan else None
-        return guard.RouteReport(route, "claude.ai login", plan=plan)
+        return guard.RouteReport(route, "claude.ai login", plan=guard.plan_name(login.plan if login else None))
     if credential.rung is Rung.CLOUD:
         provider = credential.name.removeprefix("CLAUDE_CODE_USE_").lower()
         return guard.RouteReport(route, credential.name, provider=provider)

@@ -7,7 +7,7 @@ type prefix so an API key (``sk-ant-api03-``) can be told from an OAuth token (`
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MASK = "*" * 16
 _PREFIX = re.compile(r"^(sk-ant-[a-z]+\d*-)")
@@ -30,14 +30,18 @@ def mask_embedded(text: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """Hide credentials in a URL's user-info part."""
+    """Hide a URL's user-info part and the values of its query (``?key=...``)."""
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return mask(url)
-    if parts.username or parts.password:
         host = parts.hostname or ""
         if parts.port:
             host += f":{parts.port}"
+    except ValueError:
+        return mask(url)
+    if parts.username or parts.password:
         parts = parts._replace(netloc=f"{MASK}@{host}")
+    if parts.query:
+        parts = parts._replace(
+            query=urlencode([(k, MASK) for k, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+        )
     return mask_embedded(urlunsplit(parts))

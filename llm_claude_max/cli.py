@@ -61,6 +61,11 @@ def models(refresh: bool, as_json: bool) -> None:
 @click.option("--list", "list_checks", is_flag=True, help="List every check and the plugin that provides it.")
 @click.option("--disable-plugin", multiple=True, metavar="NAME", help="Do not load this plugin (repeatable).")
 @click.option(
+    "--trust-project",
+    is_flag=True,
+    help="Let the CLI load this directory's own settings even if they run commands (apiKeyHelper, hooks).",
+)
+@click.option(
     "--project",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="The directory plain `claude -p` would run in, for its .claude settings (default: the current one).",
@@ -76,6 +81,7 @@ def doctor(
     strict: bool,
     list_checks: bool,
     disable_plugin: tuple[str, ...],
+    trust_project: bool,
     project: Path | None,
 ) -> None:
     """Which credential the Claude Code CLI will use and why, who is billed, and the exact fix.
@@ -103,7 +109,8 @@ def doctor(
         for failure in plugins.failures:
             click.echo(f"! {failure.findings[0].summary}", err=True)
         return
-    context = Context(cwd=project, options=Options(offline=offline, live=live, verbose=verbose))
+    options = Options(offline=offline, live=live, verbose=verbose, trust_project=trust_project)
+    context = Context(cwd=project, options=options)
     results = plugins.failures + manager.run(checks, context)
     code = manager.exit_code(results, strict=strict)
     if as_json:

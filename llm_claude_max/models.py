@@ -6,6 +6,7 @@ sync model drives it through :func:`~llm_claude_max.runner.bridge.iterate_sync`.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import os
 import sys
@@ -20,7 +21,7 @@ from pydantic import Field, field_validator
 
 from . import config, conversation, guard, paths, transcript
 from .catalog import CatalogModel
-from .errors import ClaudeMaxError, InvalidRequest, SessionNotFound
+from .errors import ClaudeMaxError, ClaudeTimeout, InvalidRequest, SessionNotFound
 from .runner.bridge import iterate_sync
 from .runner.client import ClaudeCLI
 from .runner.command import CommandSpec, SystemPlacement
@@ -221,9 +222,12 @@ class _Shared:
         """The prompt through a running `claude-max serve` (``CLAUDE_MAX_SERVER``)."""
         from .server import client
 
-        if options.claude_tools:
+        local_only = {"allow_api_billing", "allow_overage", "claude_tools", "claude_tools_dir", "cli"}
+        given = sorted(name for name in local_only if getattr(options, name) is not None)
+        if given:
             raise InvalidRequest(
-                "Claude Code tools are not available through claude-max serve; unset CLAUDE_MAX_SERVER."
+                f"{', '.join(given)} cannot apply through claude-max serve (the server's own settings decide); "
+                "unset CLAUDE_MAX_SERVER to run the CLI here."
             )
         system = "\n\n".join(
             p.text for m in prompt.messages if m.role == "system" for p in m.parts if isinstance(p, TextPart) and p.text
@@ -234,7 +238,7 @@ class _Shared:
             extension["effort"] = options.effort.value
         if options.max_retries is not None:
             extension["max_retries"] = options.max_retries
-        async for event in client.prompt(
+        events = client.prompt(
             url,
             os.environ.get(config.SERVER_KEY),
             model=self.model_id,
@@ -242,8 +246,15 @@ class _Shared:
             schema=prompt.schema,  # type: ignore[arg-type]
             extension=extension,
             read_timeout=(options.idle_timeout or Timeouts.idle) + 30,
-        ):
-            yield event
+            connect_timeout=options.start_timeout or 5.0,
+        )
+        total = options.timeout or Timeouts.total
+        try:
+            async with asyncio.timeout(total):
+                async for event in events:
+                    yield event
+        except TimeoutError:
+            raise ClaudeTimeout(f"No complete answer from the claude-max server within {total:g} s.") from None
 
     def _record(self, response: Any, summary: Summary) -> None:
         usage = summary.usage

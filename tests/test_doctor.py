@@ -370,25 +370,52 @@ def test_raw_oauth_proxy_answering_on_loopback(login: Path, monkeypatch: pytest.
 
 
 def test_server_bound_beyond_loopback(login: Path) -> None:
-    state = guard.OverageLock().path.parent
-    state.mkdir(parents=True, exist_ok=True)
-    (state / "server.json").write_text(
-        json.dumps({"host": "0.0.0.0", "port": 8089, "public": True, "pid": os.getpid()})
-    )
+    from llm_claude_max.server.records import ServerRecord
+
+    record = ServerRecord({"host": "0.0.0.0", "port": 8089, "public": True})  # this (live) process
     found = findings(doctor_json("--offline"), "tos.tier")
     assert any(f["status"] == "fail" and "beyond this machine" in f["summary"] for f in found)
+    record.close()
+    assert not any(f["status"] == "fail" for f in findings(doctor_json("--offline"), "tos.tier"))
 
 
 def test_stale_server_state_is_ignored(login: Path) -> None:
+    from llm_claude_max.server import records
+
     dead = subprocess.Popen(["true"])
     dead.wait()
-    state = guard.OverageLock().path.parent
-    state.mkdir(parents=True, exist_ok=True)
-    (state / "server.json").write_text(json.dumps({"host": "0.0.0.0", "port": 8089, "public": True, "pid": dead.pid}))
+    records.directory().mkdir(parents=True, exist_ok=True)
+    stale = {"host": "0.0.0.0", "port": 8089, "public": True, "pid": dead.pid, "start": 1, "children": []}
+    (records.directory() / f"{dead.pid}.json").write_text(json.dumps(stale))
     assert "fail" not in statuses(doctor_json("--offline"), "tos.tier")
 
 
 # -- output, exit codes, selection -------------------------------------------------------------------
+
+
+def test_helper_ttl_is_not_a_credential(login: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUDE_CODE_API_KEY_HELPER_TTL_MS", "60000")
+    doc = doctor_json("--offline")
+    assert doc["billing"]["plain_cli"]["route"] == "subscription" and doc["exit_code"] == 0
+
+
+def test_bare_mode_ignores_the_login(login: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUDE_CODE_SIMPLE", "1")
+    doc = doctor_json("--offline")
+    plain = findings(doc, "billing.verdict")[0]
+    assert plain["status"] == "info" and "bare mode" in plain["summary"]
+    assert doc["billing"]["llm_claude_max"]["route"] == "subscription"  # removed for llm-claude-max
+    rows = {row[0]: row for row in findings(doc, "credentials.precedence")[0]["table"][1:]}
+    assert rows["/login (claude.ai)"][3:] == ["bare mode", "WINS"]
+
+
+def test_secrets_in_helper_commands_and_url_queries(login: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_settings(home / ".claude" / "settings.json", {"apiKeyHelper": "echo gateway-QUIETLYq8w7e6r5t4"})
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "https://gw.example/v1?key=ALSOSECRETz9x8c7&team=a")
+    for args in (["--offline"], ["--offline", "--json", "--verbose"]):
+        output = run_doctor(*args)[1]
+        assert "QUIETLY" not in output and "ALSOSECRET" not in output
+        assert "gw.example" in output
 
 
 def test_human_output_puts_the_verdict_first(login: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -588,6 +615,43 @@ def test_cross_check_sees_what_the_doctor_cannot(
     ctx.discovery.credentials[:] = [c for c in ctx.discovery.credentials if c.name != "apiKeyHelper"]
     found = list(crosscheck.plain(ctx))
     assert found[0].status.value == "warn" and "The CLI says" in found[0].summary
+
+
+@pytest.mark.real_cli
+def test_untrusted_project_commands_are_not_run(
+    real_cli: FakeAnthropicAPI, login: Path, project: Path, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    write_settings(
+        project / ".claude" / "settings.json",
+        {
+            "apiKeyHelper": f"touch {ran}-helper; echo sk-ant-api03-x",
+            "hooks": {"SessionStart": [{"hooks": [{"type": "command", "command": f"touch {ran}-hook"}]}]},
+        },
+    )
+    doc = doctor_json("crosscheck", "billing")
+    assert not list(tmp_path.glob("ran-*")), "the doctor let a project's settings run commands"
+    plain = findings(doc, "crosscheck.plain")
+    assert plain[0]["status"] == "info" and "--trust-project" in plain[0]["fix"]
+    assert doc["billing"]["plain_cli"]["route"] == "api_key_helper"  # still read statically
+    doctor_json("--trust-project", "crosscheck")
+    assert list(tmp_path.glob("ran-*"))  # trusted: the CLI ran them, as plain `claude -p` here would
+
+
+@pytest.mark.real_cli
+def test_the_verdict_follows_the_cli_when_it_sees_more(
+    real_cli: FakeAnthropicAPI, login: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A credential the static reading cannot see, simulated by hiding it from the reading only.
+    from diagnostics.checks import billing
+    from diagnostics.context import Context, Options
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
+    ctx = Context(options=Options())
+    ctx.discovery.credentials[:] = [c for c in ctx.discovery.credentials if c.name != "ANTHROPIC_API_KEY"]
+    plain = next(billing.verdict(ctx))
+    assert plain.status.value == "fail" and "the CLI's own answer" in plain.summary
+    assert plain.data is not None and plain.data["route"] == "api_key"
 
 
 @pytest.mark.real_cli

@@ -352,6 +352,17 @@ def test_key_required_when_asked(serve: Callable[..., Server], login: Path) -> N
         server.client(api_key="wrong").models.list()
     assert next(m.id for m in server.client(api_key=KEY).models.list()) == "claude-max"
     assert httpx.get(server.url + "/health").status_code == 200  # liveness stays public
+    # The variable alone does not make a loopback server require a key.
+    assert chat(serve(env={"CLAUDE_MAX_SERVER_KEY": KEY})).status_code == 200
+    short = subprocess.run(
+        [str(BIN / "claude-max"), "serve", "--require-key", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "CLAUDE_MAX_SERVER_KEY": "short"},
+    )
+    assert short.returncode == 1 and "shorter than 16" in short.stderr
 
 
 def test_non_loopback_needs_a_flag_a_key_and_is_reported(serve: Callable[..., Server], login: Path) -> None:
@@ -380,6 +391,34 @@ def test_no_cors_by_default(server: Server) -> None:
         headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
     )
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_requests_a_web_page_could_make_are_refused(server: Server) -> None:
+    body = {"model": "claude-max", "messages": [{"role": "user", "content": "hi"}]}
+    url = server.base + "/chat/completions"
+    assert httpx.post(url, json=body, headers={"origin": "https://evil.example"}).status_code == 403
+    port = server.url.rsplit(":", 1)[1]
+    rebound = httpx.post(url, json=body, headers={"host": f"evil.example:{port}"})  # DNS rebinding
+    assert rebound.status_code == 400 and rebound.json()["error"]["code"] == "invalid_host"
+    form = httpx.post(url, content=json.dumps(body), headers={"content-type": "text/plain"})
+    assert form.status_code == 415
+    assert httpx.post(url, json=body, headers={"host": f"localhost:{port}"}).status_code == 200
+
+
+def test_allowed_cors_origin(serve: Callable[..., Server], login: Path) -> None:
+    server = serve("--cors-origin", "https://app.example")
+    preflight = httpx.options(
+        server.base + "/chat/completions",
+        headers={"origin": "https://app.example", "access-control-request-method": "POST"},
+    )
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    response = httpx.post(
+        server.base + "/chat/completions",
+        json={"model": "claude-max", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"origin": "https://app.example"},
+        timeout=60,
+    )
+    assert response.status_code == 200
 
 
 def test_body_size_limit(serve: Callable[..., Server], login: Path) -> None:
@@ -438,6 +477,47 @@ def test_client_disconnect_kills_its_cli_within_a_second(
         time.sleep(0.02)
     assert server.children() == []
     gate.set()
+
+
+def test_a_non_streaming_caller_that_gives_up_stops_its_cli(
+    serve: Callable[..., Server], login: Path, real_cli: FakeAnthropicAPI
+) -> None:
+    gate = threading.Event()
+    real_cli.enqueue(Reply(text="one two three", gate=gate, gate_timeout=30))
+    server = serve("--pool-size", "0", "--live-sessions", "0")
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            server.base + "/chat/completions",
+            json={"model": "claude-max", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=httpx.Timeout(5.0, read=3.0),
+        )
+    gone_by = time.monotonic() + 1.5
+    while server.children() and time.monotonic() < gone_by:
+        time.sleep(0.02)
+    assert server.children() == []
+    gate.set()
+    assert chat(server).status_code == 200  # its slot was freed
+
+
+def test_pool_size_counts_processes(serve: Callable[..., Server], login: Path) -> None:
+    server = serve("--pool-size", "2")
+    deadline = time.monotonic() + 15
+    while httpx.get(server.url + "/health/deep", timeout=30).json()["engine"]["warm"] < 2:
+        assert time.monotonic() < deadline, "the pool never held 2 warm processes"
+        time.sleep(0.1)
+
+
+def test_a_second_server_leaves_the_first_ones_children_alone(serve: Callable[..., Server], login: Path) -> None:
+    first = serve("--pool-size", "1")
+    deadline = time.monotonic() + 10
+    while not first.children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = first.children()
+    assert children
+    serve("--pool-size", "0")
+    time.sleep(0.5)
+    assert all(Path(f"/proc/{pid}").exists() for pid in children)
+    assert chat(first).status_code == 200
 
 
 def test_shutdown_stops_every_child(serve: Callable[..., Server], login: Path) -> None:
@@ -518,6 +598,19 @@ def test_llm_plugin_routes_through_the_server(
     assert second.response_json is not None
     assert second.response_json["continued"] == "live" and second.response_json["via"] == server.url
     assert second.usage().input == 12
+
+
+def test_llm_plugin_through_the_server_keeps_reasoning_and_refuses_local_options(
+    server: Server, real_cli: FakeAnthropicAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llm
+
+    monkeypatch.setenv("CLAUDE_MAX_SERVER", server.url)
+    real_cli.enqueue(Reply(text="Answer.", thinking="Thinking it over."))
+    events = list(llm.get_model("claude-max").prompt("q").stream_events())
+    assert [e.chunk for e in events if e.type == "reasoning"] == ["Thinking it over."]
+    with pytest.raises(llm.ModelError, match="allow_overage cannot apply through claude-max serve"):
+        llm.get_model("claude-max").prompt("q", allow_overage=True).text()
 
 
 def test_llm_plugin_maps_server_errors(serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,17 +50,54 @@ def _data(report: guard.RouteReport, winner: Credential | None) -> dict[str, str
 
 def verdict(ctx: Context) -> Iterator[Finding]:
     d: Discovery = ctx.discovery
-    yield from _plain(d)
+    yield from _plain(ctx, d)
     yield from _ours(ctx, d)
 
 
-def _plain(d: Discovery) -> Iterator[Finding]:
+def _cli_answer(ctx: Context, probe_of: str, static: guard.RouteReport) -> guard.RouteReport | None:
+    """The CLI's own answer when it differs from the static reading and saw everything that reading did:
+    then the CLI's answer is the verdict (the static reading only explains it)."""
+    if ctx.options.offline:
+        return None
+    probe = ctx.plain_probe if probe_of == "plain" else ctx.our_probe
+    if probe.route is None or not probe.complete or probe.route.route is static.route:
+        return None
+    return probe.route
+
+
+def _by_cli(
+    report: guard.RouteReport, static: guard.RouteReport, who: str, *, subscription: bool, data: dict[str, str | None]
+) -> Finding:
+    said = f"{who} is billed to {report.describe()} (the CLI's own answer; reading your files gave {static.describe()})"
+    if report.route is guard.Route.SUBSCRIPTION:
+        return Finding(Status.OK, said, source="cli:initialize", data=data)
+    if report.route is guard.Route.NONE:
+        status = Status.FAIL if who == "llm-claude-max" else Status.INFO
+        return Finding(status, f"{who}: the CLI says it is not logged in", source="cli:initialize", data=data)
+    failing = who == "llm-claude-max" or subscription or bool(report.conflict)
+    return Finding(
+        Status.FAIL if failing else Status.INFO,
+        said,
+        detail="A source the doctor cannot read decides (managed settings, a credential helper, a newer CLI); "
+        "`claude-max doctor --verbose` shows what it could read.",
+        source="cli:initialize",
+        data=data,
+    )
+
+
+def _plain(ctx: Context, d: Discovery) -> Iterator[Finding]:
     winner = d.winner(ours=False)
     report = route_of(winner, d.login)
+    cli = _cli_answer(ctx, "plain", report)
+    if cli is not None:
+        yield _by_cli(cli, report, "plain `claude -p` in this shell", subscription=d.has_subscription(),
+                      data={"route_of": "plain_cli", **_data(cli, None)})  # fmt: skip
+        return
     data = {"route_of": "plain_cli", **_data(report, winner)}
     summary = f"plain `claude -p` in this shell is billed to {report.describe()}"
     if winner is None:
-        yield Finding(Status.INFO, "plain `claude -p` in this shell is not logged in", data=data)
+        why = " (bare mode: CLAUDE_CODE_SIMPLE makes it ignore your login)" if d.bare and d.has_subscription() else ""
+        yield Finding(Status.INFO, f"plain `claude -p` in this shell is not logged in{why}", data=data)
         return
     if not winner.rung.paid:
         yield Finding(Status.OK, summary, source=f"{winner.source.kind}:{winner.source.describe()}", data=data)
@@ -89,6 +126,11 @@ def _plain(d: Discovery) -> Iterator[Finding]:
 def _ours(ctx: Context, d: Discovery) -> Iterator[Finding]:
     winner = d.winner(ours=True)
     report = route_of(winner, d.login)
+    cli = _cli_answer(ctx, "ours", report)
+    if cli is not None:
+        yield _by_cli(cli, report, "llm-claude-max", subscription=d.has_subscription(ours=True),
+                      data={"route_of": "llm_claude_max", **_data(cli, None)})  # fmt: skip
+        return
     data = {"route_of": "llm_claude_max", **_data(report, winner)}
     if winner is None:
         yield Finding(

@@ -32,6 +32,8 @@ def _column(discovery: Discovery, credential: Credential, *, ours: bool) -> str:
         return "removed" if ours else "-"
     if not credential.active:
         return "inactive"
+    if not ours and discovery.bare and credential.rung in (routes.Rung.LOGIN, routes.Rung.OAUTH_TOKEN):
+        return "bare mode"
     return "WINS" if discovery.winner(ours=ours) == credential else "shadowed"
 
 

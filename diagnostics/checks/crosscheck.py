@@ -25,7 +25,14 @@ def doctor_checks() -> list[Check]:
     ]
 
 
-def _compare(probe: Probe, expected: guard.RouteReport, who: str) -> Iterator[Finding]:
+def _compare(probe: Probe, expected: guard.RouteReport, who: str, left_out: list[str]) -> Iterator[Finding]:
+    if not probe.complete:
+        yield Finding(
+            Status.INFO,
+            "This directory's own settings were left out of the CLI's answer: they make it run commands",
+            detail="\n".join(left_out),
+            fix="claude-max doctor --trust-project    # if you trust this directory",
+        )
     if probe.route is None:
         yield Finding(Status.WARN, f"Could not ask the CLI about {who}: {probe.error}")
         return
@@ -36,6 +43,13 @@ def _compare(probe: Probe, expected: guard.RouteReport, who: str) -> Iterator[Fi
         data["auth_conflict"] = f"{conflict.get('token_source')} vs {conflict.get('api_key_source')}"
     if probe.route.route is expected.route:
         yield Finding(Status.OK, f"The CLI confirms: {who} uses {said}", source="cli:initialize", data=data)
+    elif not probe.complete:
+        yield Finding(
+            Status.INFO,
+            f"Without this directory's settings, the CLI says {who} uses {said}",
+            source="cli:initialize",
+            data=data,
+        )
     else:
         yield Finding(
             Status.WARN,
@@ -49,12 +63,14 @@ def _compare(probe: Probe, expected: guard.RouteReport, who: str) -> Iterator[Fi
 
 def plain(ctx: Context) -> Iterator[Finding]:
     d = ctx.discovery
-    yield from _compare(ctx.plain_probe, route_of(d.winner(ours=False), d.login), "plain `claude -p` here")
+    yield from _compare(
+        ctx.plain_probe, route_of(d.winner(ours=False), d.login), "plain `claude -p` here", d.project_commands
+    )
 
 
 def ours(ctx: Context) -> Iterator[Finding]:
     d = ctx.discovery
-    yield from _compare(ctx.our_probe, route_of(d.winner(ours=True), d.login), "llm-claude-max")
+    yield from _compare(ctx.our_probe, route_of(d.winner(ours=True), d.login), "llm-claude-max", [])
 
 
 def auth_status(ctx: Context) -> Iterator[Finding]:

@@ -6,12 +6,10 @@ sources are Anthropic's.
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 from collections.abc import Iterator
 
-from llm_claude_max import paths
+from llm_claude_max.server import records
 
 from ..context import Context
 from ..findings import Check, Finding, Status
@@ -67,8 +65,9 @@ def tier(ctx: Context) -> Iterator[Finding]:
             "so it is API-billed by construction",
             links=(HEADLESS,),
         )
-    server = _server_state(ctx)
-    if server is not None and server.get("public"):
+    for server in records.running(ctx.env):
+        if not server.get("public"):
+            continue
         yield Finding(
             Status.FAIL,
             f"`claude-max serve` listens beyond this machine ({server.get('host')}:{server.get('port')})",
@@ -77,23 +76,6 @@ def tier(ctx: Context) -> Iterator[Finding]:
             fix="restart it without --host (it binds 127.0.0.1 by default)",
             links=(LEGAL,),
         )
-
-
-def _server_state(ctx: Context) -> dict[str, object] | None:
-    """The state file of a running `claude-max serve` (ignored when its process is gone)."""
-    try:
-        data = json.loads((paths.state_dir(ctx.env) / "server.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
-        return None
-    try:
-        os.kill(data["pid"], 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return data
 
 
 def raw_oauth(ctx: Context) -> Iterator[Finding]:

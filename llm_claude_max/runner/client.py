@@ -77,20 +77,21 @@ class ClaudeCLI:
                 yield event
 
     async def probe(
-        self, *, plain: bool = False, cwd: Path | None = None, timeout: float = 30.0
+        self, *, plain: bool = False, cwd: Path | None = None, timeout: float = 30.0, setting_sources: str | None = None
     ) -> tuple[guard.RouteReport, dict[str, Any]]:
         """Ask the CLI which route it would use (``initialize``; no API call, nothing billed).
 
         Does not apply the policy: the caller decides what to make of the route. By default this is
         the route llm-claude-max gets (scrubbed environment, isolated flags). ``plain=True`` asks what
-        plain `claude -p` in ``cwd`` would use, with this environment and the user's settings, for the
-        doctor; such a session can never be sent a prompt.
+        plain `claude -p` in ``cwd`` would use, with this environment and the user's settings (all of them,
+        or ``setting_sources``), for the doctor; such a session can never be sent a prompt. Note that the
+        CLI runs the ``apiKeyHelper`` and hooks of the settings it loads.
         """
         timeouts = Timeouts(start=timeout)
         if plain:
             env = dict(self.env)
             env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-            spec = CommandSpec(isolated=False)
+            spec = CommandSpec(isolated=False, setting_sources=setting_sources)
             session = Session(
                 self.path,
                 spec,

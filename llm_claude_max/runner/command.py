@@ -58,6 +58,8 @@ class CommandSpec:
     isolated: bool = True
     """False only for the doctor's probe of what plain `claude -p` would do: no isolation flags. Such a
     process is only asked ``initialize``; :meth:`Session.turn` refuses to send it a prompt."""
+    setting_sources: str | None = None
+    """For a non-isolated probe: which settings to load (None: the CLI's default, all of them)."""
 
 
 ARGV_VALUE_LIMIT = 100_000
@@ -69,7 +71,7 @@ def build_argv(cli: Path, spec: CommandSpec, *, system_prompt_file: Path | None 
     :data:`ARGV_VALUE_LIMIT`)."""
     protocol = [str(cli), "-p", "--input-format=stream-json", "--output-format=stream-json", "--verbose"]
     if not spec.isolated:
-        return protocol
+        return protocol + ([f"--setting-sources={spec.setting_sources}"] if spec.setting_sources is not None else [])
     argv = [
         *protocol,
         "--include-partial-messages",

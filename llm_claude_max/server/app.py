@@ -32,6 +32,7 @@ from .engine import Engine, Start
 T = TypeVar("T")
 OPENAPI = Path(__file__).with_name("openapi.json")
 PUBLIC_PATHS = {"/health", "/openapi.json"}
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class AppConfig:
     allow_remote_images: bool = False
     max_image_bytes: int = 10 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
+    loopback: bool = True
+    """Listening on loopback only: then requests must name a loopback host (DNS rebinding)."""
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -71,6 +74,9 @@ class EventStream(StreamingResponse):
         for task in (stream, listener):
             task.cancel()
         results = await asyncio.gather(stream, listener, return_exceptions=True)
+        closing = getattr(self.body_iterator, "aclose", None)
+        if closing is not None:
+            await closing()  # Starlette never closes it: its `finally` (kill the CLI, free the slot) runs now
         problem = results[0]
         if isinstance(problem, Exception) and not isinstance(problem, OSError):
             raise problem
@@ -190,13 +196,16 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
 
         if not chat_request.stream:
             try:
-                outcome = None
-                async for event in remaining():
-                    if isinstance(event, Done):
-                        outcome = event.outcome
-                assert outcome is not None
+                done = next((e for e in buffered if isinstance(e, Done)), None)
+                while done is None:
+                    # A caller that gives up (timeout, Ctrl-C) stops its CLI here too.
+                    event = await unless_disconnected(request, anext(events))
+                    done = event if isinstance(event, Done) else None
+                outcome = done.outcome
             except ClaudeMaxError as exc:
                 return error_for(exc)
+            except (ClientGone, StopAsyncIteration):
+                return Response(status_code=499)
             finally:
                 await events.aclose()
                 await slot.__aexit__(None, None, None)
@@ -209,6 +218,10 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
                 async for event in remaining():
                     if isinstance(event, Text) and event.text:
                         yield openai_api.sse(openai_api.chunk(request_id, created, model, {"content": event.text}))
+                    elif isinstance(event, Reasoning) and event.text:
+                        # The field several OpenAI-compatible servers use for thinking; clients ignore it.
+                        delta = {"reasoning_content": event.text}
+                        yield openai_api.sse(openai_api.chunk(request_id, created, model, delta))
                     elif isinstance(event, Notice):
                         yield f": {event.message}\n\n".encode()  # an SSE comment: progress, ignored by clients
                     elif isinstance(event, Done):
@@ -247,11 +260,12 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def deep_health(request: Request) -> Response:
-        from ..runner.client import ClaudeCLI
-
         try:
-            route, answer = await ClaudeCLI(env=engine.cli.env, settings=engine.cli.settings).probe()
+            async with engine.slot():  # it starts a CLI: admitted like a prompt
+                route, answer = await engine.cli.probe()
         except ClaudeMaxError as exc:
+            if exc.code == "server_busy":
+                return error_for(exc)
             return JSONResponse({"status": "fail", "error": str(exc), "engine": engine.health()}, status_code=503)
         ok = route.route is guard.Route.SUBSCRIPTION
         rate = engine.last_rate_limit
@@ -329,7 +343,15 @@ class _TooLarge(Exception):
 
 
 class _Guard:
-    """API-key check (``Authorization: Bearer <key>`` or ``x-api-key``) for everything but the public paths."""
+    """Every request passes here first.
+
+    - Refused: requests a web page could make (another site's ``Origin``; on loopback, a ``Host``
+      that is not loopback, the DNS-rebinding trick; a POST body that is not ``application/json``,
+      which a form or a no-cors fetch can send without a preflight).
+    - The API key (``Authorization: Bearer <key>`` or ``x-api-key``), when one is set, for everything
+      but the public paths.
+    - The caller's partition: a hash of the key it presented, never the key itself.
+    """
 
     def __init__(self, app: Any, config: AppConfig) -> None:
         self.app = app
@@ -344,12 +366,30 @@ class _Guard:
         authorization = headers.get("authorization", "")
         if authorization.lower().startswith("bearer "):
             given = authorization[7:].strip()
-        expected = self.config.key
-        scope.setdefault("state", {})
-        if expected is not None and scope.get("path") not in PUBLIC_PATHS and not keys.matches(given, expected):
-            message = "Missing or wrong API key (send it as `Authorization: Bearer <key>`)."
-            await error(401, message, "invalid_api_key")(scope, receive, send)
+        refusal = self._web_page(scope, headers) or self._unauthorised(scope, given)
+        if refusal is not None:
+            await refusal(scope, receive, send)
             return
-        # The caller's partition: which key it presented (hashed), never the key itself.
-        scope["state"]["caller"] = hashlib.sha256((given or "").encode()).hexdigest()[:16]
+        scope.setdefault("state", {})["caller"] = hashlib.sha256((given or "").encode()).hexdigest()[:16]
         await self.app(scope, receive, send)
+
+    def _web_page(self, scope: Scope, headers: dict[str, str]) -> JSONResponse | None:
+        origin = headers.get("origin")
+        if origin is not None and origin not in self.config.cors_origins:
+            return error(
+                403, f"Requests from the web origin {origin} are not allowed (see --cors-origin).", "origin_not_allowed"
+            )
+        host = headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+        if self.config.loopback and name not in LOOPBACK_HOSTS:
+            return error(400, f"Host {host!r} is not this machine's loopback address.", "invalid_host")
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if scope.get("method") == "POST" and content_type != "application/json":
+            return error(415, "Send the request body as application/json.", "unsupported_media_type")
+        return None
+
+    def _unauthorised(self, scope: Scope, given: str | None) -> JSONResponse | None:
+        expected = self.config.key
+        if expected is None or scope.get("path") in PUBLIC_PATHS or keys.matches(given, expected):
+            return None
+        return error(401, "Missing or wrong API key (send it as `Authorization: Bearer <key>`).", "invalid_api_key")

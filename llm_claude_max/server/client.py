@@ -71,6 +71,7 @@ async def prompt(
     schema: Mapping[str, Any] | None,
     extension: Mapping[str, Any],
     read_timeout: float,
+    connect_timeout: float = 5.0,
 ) -> AsyncIterator[Text | Reasoning | Notice | Finished]:
     import httpx
 
@@ -84,7 +85,7 @@ async def prompt(
     if schema is not None:
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": dict(schema)}}
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    timeout = httpx.Timeout(connect=5.0, read=read_timeout, write=60.0, pool=5.0)
+    timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=60.0, pool=5.0)
     endpoint = url.rstrip("/") + ("/chat/completions" if url.rstrip("/").endswith("/v1") else "/v1/chat/completions")
     meta: dict[str, Any] = {}
     usage: dict[str, Any] = {}
@@ -109,16 +110,26 @@ async def prompt(
                 data = line[6:]
                 if data == "[DONE]":
                     break
-                chunk = json.loads(data)
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise errors.ProtocolError(
+                        f"The claude-max server sent a line that is not JSON: {data[:200]!r}"
+                    ) from None
+                if not isinstance(chunk, dict):
+                    raise errors.ProtocolError("The claude-max server sent an event that is not an object.")
                 if "error" in chunk:
-                    _raise_for(chunk, int(chunk["error"].get("status") or 502))
+                    error = chunk["error"]
+                    _raise_for(chunk, int(error.get("status") or 502) if isinstance(error, dict) else 502)
                 model_id = chunk.get("model") or model_id
                 meta = chunk.get("claude_max") or meta
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        yield Text(text)
+                    delta = choice.get("delta") or {}
+                    if delta.get("reasoning_content"):
+                        yield Reasoning(delta["reasoning_content"])
+                    if delta.get("content"):
+                        yield Text(delta["content"])
     except httpx.TimeoutException as exc:
         raise errors.ClaudeTimeout(f"The claude-max server at {url} sent nothing for {read_timeout:g} s.") from exc
     except httpx.HTTPError as exc:

@@ -9,8 +9,8 @@
   session; without a known session, earlier messages are replayed. Two callers never share a session.
 - **Admission**: at most ``max_concurrency`` turns run at once and ``queue`` wait; beyond that a request
   is refused with 429.
-- **Cleanup**: every child is killed on shutdown, and children recorded by a previous server that died
-  are killed at start-up.
+- **Cleanup**: every child is killed on shutdown, and the children recorded by servers that died are
+  killed at start-up (:mod:`llm_claude_max.server.records`).
 """
 
 from __future__ import annotations
@@ -18,23 +18,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from .. import catalog, guard, paths
+from .. import catalog, guard
 from ..errors import ClaudeMaxError, SessionNotFound
 from ..runner.client import ClaudeCLI
 from ..runner.command import CommandSpec
 from ..runner.protocol import RateLimit
 from ..runner.session import Done, Session, Timeouts, TurnEvent
 from ..transcript import first_message
+from . import records
 from .openai_api import ChatRequest, chain_key
+from .records import ServerRecord
+
+logger = logging.getLogger("llm_claude_max.server")
 
 
 def spec_key(spec: CommandSpec) -> str:
@@ -92,72 +94,13 @@ class Stats:
     refused_busy: int = 0
 
 
-class ChildRegistry:
-    """PIDs of our `claude` children on disk, so a restarted server can kill what a crashed one left."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.pids: dict[int, int | None] = {}
-
-    @staticmethod
-    def _start_time(pid: int) -> int | None:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return int(fields[19])
-        except (OSError, IndexError, ValueError):
-            return None
-
-    @staticmethod
-    def _is_claude(pid: int) -> bool:
-        try:
-            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            return False
-        return "claude" in Path(argv0).name
-
-    def reap_orphans(self) -> list[int]:
-        """Kill (process group and all) the recorded children that still run; returns their PIDs."""
-        try:
-            recorded = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            recorded = []
-        killed = []
-        for entry in recorded if isinstance(recorded, list) else []:
-            pid, started = entry.get("pid"), entry.get("start")
-            if (
-                isinstance(pid, int)
-                and self._start_time(pid) == started
-                and started is not None
-                and self._is_claude(pid)
-            ):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                    killed.append(pid)
-        self._write()
-        return killed
-
-    def add(self, pid: int) -> None:
-        self.pids[pid] = self._start_time(pid)
-        self._write()
-
-    def remove(self, pid: int) -> None:
-        if self.pids.pop(pid, False) is not False:
-            self._write()
-
-    def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([{"pid": p, "start": s} for p, s in self.pids.items()]))
-        tmp.replace(self.path)
-
-
 class Engine:
-    def __init__(self, cli: ClaudeCLI, config: EngineConfig) -> None:
+    def __init__(self, cli: ClaudeCLI, config: EngineConfig, record: ServerRecord | None = None) -> None:
         self.cli = cli
         self.config = config
-        self.registry = ChildRegistry(paths.state_dir(cli.env) / "server-children.json")
+        self.record = record
         self.warm: OrderedDict[str, list[Session]] = OrderedDict()
-        self._warming: set[str] = set()
+        self._warming: list[str] = []  # keys of warm processes being started
         self.conversations: OrderedDict[str, Conversation] = OrderedDict()
         self.sessions: set[Session] = set()
         self.stats = Stats()
@@ -171,7 +114,8 @@ class Engine:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> list[int]:
-        orphans = self.registry.reap_orphans()
+        """Kill what dead servers left running, start the warm pool and the idle reaper."""
+        orphans = records.reap_dead(self.cli.env)
         if self.config.pool_size:
             self._refill(CommandSpec())
         self._reaper = asyncio.create_task(self._reap_idle())
@@ -193,57 +137,54 @@ class Engine:
         self.sessions.add(session)
         try:
             await session.start()
+            if session.proc is not None and self.record is not None:
+                self.record.add(session.proc.pid)
         except BaseException:
             await self._kill(session)
             raise
-        if session.proc is not None:
-            self.registry.add(session.proc.pid)
         catalog.remember(session.initialize.get("models"), self.cli.env)
         return session
 
     async def _kill(self, session: Session) -> None:
         self.sessions.discard(session)
-        pid = session.proc.pid if session.proc is not None else None
         await session.kill()
-        if pid is not None:
-            self.registry.remove(pid)
+        if session.proc is not None and self.record is not None:
+            self.record.remove(session.proc.pid)
 
     # -- warm pool -----------------------------------------------------------------------------------
     def _warm_count(self) -> int:
         return sum(len(v) for v in self.warm.values()) + len(self._warming)
 
     def _refill(self, spec: CommandSpec) -> None:
-        """Keep one warm process for ``spec``, making room by stopping those of the least recently used specs."""
+        """Keep up to ``pool_size`` warm processes for ``spec``, the most recently asked for: those of
+        less recently used specs give way."""
         if self._closed or not self.config.pool_size:
             return
         key = spec_key(spec)
         self.warm.setdefault(key, [])
         self.warm.move_to_end(key)
-        if self.warm[key] or key in self._warming:
-            return
+        wanted = self.config.pool_size - len(self.warm[key]) - self._warming.count(key)
         for other in list(self.warm):
-            if self._warm_count() < self.config.pool_size:
+            if wanted <= 0 or self._warm_count() + wanted <= self.config.pool_size:
                 break
             if other != key:
                 for session in self.warm.pop(other):
                     self._background(self._kill(session))
-        if self._warm_count() >= self.config.pool_size:
-            return
-        self._warming.add(key)
+        for _ in range(min(wanted, self.config.pool_size - self._warm_count())):
+            self._warming.append(key)
+            self._background(self._warm_up(key, spec))
 
-        async def warm_up() -> None:
-            try:
-                session = await self._spawn(spec)
-            except ClaudeMaxError:
-                return  # the next request starts cold and reports the error properly
-            finally:
-                self._warming.discard(key)
-            if self._closed:
-                await self._kill(session)
-            else:
-                self.warm.setdefault(key, []).append(session)
-
-        self._background(warm_up())
+    async def _warm_up(self, key: str, spec: CommandSpec) -> None:
+        try:
+            session = await self._spawn(spec)
+        except ClaudeMaxError:
+            return  # the next request starts cold and reports the error properly
+        finally:
+            self._warming.remove(key)
+        if self._closed:
+            await self._kill(session)
+        else:
+            self.warm.setdefault(key, []).append(session)
 
     def _take_warm(self, spec: CommandSpec) -> Session | None:
         sessions = self.warm.get(spec_key(spec), [])
@@ -262,16 +203,24 @@ class Engine:
     async def _reap_idle(self) -> None:
         while True:
             await asyncio.sleep(min(30.0, self.config.idle_seconds / 2))
-            limit = time.monotonic() - self.config.idle_seconds
-            for sessions in list(self.warm.values()):
-                for session in list(sessions):
-                    if (session.started_at or 0) < limit or not session.alive:
-                        sessions.remove(session)
-                        await self._kill(session)
-            for conversation in self.conversations.values():
-                if conversation.session is not None and conversation.last_used < limit:
-                    session, conversation.session = conversation.session, None
+            try:
+                await self._reap_once(time.monotonic() - self.config.idle_seconds)
+            except Exception:  # one bad round must not end reaping for good
+                logger.exception("reaping idle processes failed")
+
+    async def _reap_once(self, limit: float) -> None:
+        """Stop warm processes started before ``limit``, live ones idle since before it, and crashed ones.
+        Works on snapshots: requests take and add processes while this awaits."""
+        for sessions in list(self.warm.values()):
+            for session in list(sessions):
+                if ((session.started_at or 0) < limit or not session.alive) and session in sessions:
+                    sessions.remove(session)
                     await self._kill(session)
+        for conversation in list(self.conversations.values()):
+            live = conversation.session
+            if live is not None and (conversation.last_used < limit or not live.alive):
+                conversation.session = None
+                await self._kill(live)
 
     # -- admission -------------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -335,6 +284,7 @@ class Engine:
                 async for event in session.turn(content, structured=request.schema is not None):
                     if isinstance(event, Done):
                         done = event
+                        self._remember(request, partition, spec, session, event)
                     yield event
             except SessionNotFound:
                 if continued != "resumed":
@@ -347,11 +297,15 @@ class Engine:
                 async for event in session.turn(content, structured=request.schema is not None):
                     if isinstance(event, Done):
                         done = event
+                        self._remember(request, partition, spec, session, event)
                     yield event
         finally:
             if done is None and session is not None:
                 await self._kill(session)  # failed, cancelled or the client went away: never leave it running
-        assert session is not None and done is not None
+
+    def _remember(self, request: ChatRequest, partition: str, spec: CommandSpec, session: Session, done: Done) -> None:
+        """File the answered conversation (and its still-running process) under its new chain, before the
+        last event is handed out: a consumer that stops there must not strand the process."""
         outcome = done.outcome
         self.last_rate_limit = outcome.rate_limit or self.last_rate_limit
         reply = ("assistant", (outcome.text.strip(),))

@@ -16,6 +16,8 @@ from .. import config, paths
 SERVICE = "llm-claude-max"
 ACCOUNT = "server-api-key"
 KEYRING_TIMEOUT = 5.0
+MIN_LENGTH = 16
+"""A stored key shorter than this (an empty file after a crash...) is not a key: a new one is made."""
 
 T = TypeVar("T")
 
@@ -47,13 +49,16 @@ def _file(env: Mapping[str, str]) -> Path:
 def load(env: Mapping[str, str] | None = None, *, create: bool = True, rotate: bool = False) -> tuple[str | None, str]:
     """The key and where it is kept (``$CLAUDE_MAX_SERVER_KEY``, ``keyring`` or the file path)."""
     env = os.environ if env is None else env
-    if env.get(config.SERVER_KEY) and not rotate:
-        return env[config.SERVER_KEY], config.SERVER_KEY
+    given = env.get(config.SERVER_KEY, "")
+    if given and not rotate:
+        if len(given) < MIN_LENGTH:
+            raise ValueError(f"{config.SERVER_KEY} is shorter than {MIN_LENGTH} characters.")
+        return given, config.SERVER_KEY
     try:
         import keyring
 
         stored = None if rotate else _with_timeout(lambda: keyring.get_password(SERVICE, ACCOUNT))
-        if stored:
+        if stored and len(stored) >= MIN_LENGTH:
             return stored, "keyring"
         if not create:
             raise LookupError
@@ -67,7 +72,9 @@ def load(env: Mapping[str, str] | None = None, *, create: bool = True, rotate: b
     if path.exists() and not rotate:
         if path.stat().st_mode & 0o077:
             path.chmod(0o600)
-        return path.read_text().strip(), str(path)
+        stored = path.read_text().strip()
+        if len(stored) >= MIN_LENGTH:
+            return stored, str(path)
     if not create:
         return None, "none"
     key = new_key()
@@ -84,4 +91,7 @@ def new_key() -> str:
 
 
 def matches(given: str | None, expected: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+    """Constant-time comparison; an empty or short key never matches."""
+    if not given or len(expected) < MIN_LENGTH:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())

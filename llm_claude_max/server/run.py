@@ -4,23 +4,21 @@ and serve until Ctrl-C or SIGTERM (which stop every `claude` child)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import socket
 import sys
-import time
 from dataclasses import dataclass
 
 import click
 import uvicorn
 
-from .. import config, guard, paths
+from .. import guard
 from ..errors import ClaudeMaxError
 from ..runner.client import ClaudeCLI
 from ..runner.session import Timeouts
 from . import keys
 from .app import AppConfig, create_app
 from .engine import Engine, EngineConfig
+from .records import ServerRecord
 
 
 @dataclass(frozen=True)
@@ -61,9 +59,10 @@ def run(options: ServeOptions) -> None:
         raise click.ClickException(str(exc)) from None
     settings = cli.settings
     policy = guard.Policy.from_settings(settings)
-    key, where = (None, "none")
-    if options.require_key or os.environ.get(config.SERVER_KEY):
-        key, where = keys.load()
+    try:
+        key, where = keys.load() if options.require_key else (None, "none")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         route, _ = asyncio.run(cli.probe())
         note = guard.check_route(route, policy)
@@ -74,6 +73,8 @@ def run(options: ServeOptions) -> None:
     sock = _bind(options.host, options.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    info = {"url": url, "host": host, "port": port, "public": options.public, "key_required": key is not None}
+    record = ServerRecord(info, cli.env)
     engine = Engine(
         cli,
         EngineConfig(
@@ -85,8 +86,8 @@ def run(options: ServeOptions) -> None:
             timeouts=Timeouts(),
             policy=policy,
         ),
+        record,
     )
-    info = {"url": url, "public": options.public, "key_required": key is not None, "pid": os.getpid()}
     app = create_app(
         engine,
         AppConfig(
@@ -94,12 +95,10 @@ def run(options: ServeOptions) -> None:
             max_body_bytes=options.max_body_bytes,
             allow_remote_images=options.allow_remote_images,
             cors_origins=options.cors_origins,
+            loopback=not options.public,
             info=info,
         ),
     )
-    state = paths.state_dir(cli.env) / "server.json"
-    state.parent.mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps({**info, "host": host, "port": port, "started": int(time.time())}))
     if key is not None:
         click.echo(f"API key required (`claude-max server-key` prints it; kept in {where}).", err=True)
     click.echo(f"claude-max serve: listening on {url} (OpenAI base URL: {url}/v1)", err=True)
@@ -112,4 +111,4 @@ def run(options: ServeOptions) -> None:
         server.run(sockets=[sock])
     finally:
         sock.close()
-        state.unlink(missing_ok=True)
+        record.close()
