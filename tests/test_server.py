@@ -397,6 +397,7 @@ def test_requests_a_web_page_could_make_are_refused(server: Server) -> None:
     body = {"model": "claude-max", "messages": [{"role": "user", "content": "hi"}]}
     url = server.base + "/chat/completions"
     assert httpx.post(url, json=body, headers={"origin": "https://evil.example"}).status_code == 403
+    assert httpx.get(server.base + "/models", headers={"sec-fetch-site": "cross-site"}).status_code == 403
     port = server.url.rsplit(":", 1)[1]
     rebound = httpx.post(url, json=body, headers={"host": f"evil.example:{port}"})  # DNS rebinding
     assert rebound.status_code == 400 and rebound.json()["error"]["code"] == "invalid_host"

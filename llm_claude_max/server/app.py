@@ -376,9 +376,11 @@ class _Guard:
     def _web_page(self, scope: Scope, headers: dict[str, str]) -> JSONResponse | None:
         origin = headers.get("origin")
         if origin is not None and origin not in self.config.cors_origins:
-            return error(
-                403, f"Requests from the web origin {origin} are not allowed (see --cors-origin).", "origin_not_allowed"
-            )
+            message = f"Requests from the web origin {origin} are not allowed (see --cors-origin)."
+            return error(403, message, "origin_not_allowed")
+        # Browsers label even no-CORS requests (an <img> pointing here) that carry no Origin.
+        if origin is None and headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+            return error(403, "Requests from other web sites are not allowed.", "origin_not_allowed")
         host = headers.get("host", "")
         name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
         if self.config.loopback and name not in LOOPBACK_HOSTS:
