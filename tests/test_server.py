@@ -533,6 +533,25 @@ def test_shutdown_stops_every_child(serve: Callable[..., Server], login: Path) -
     # the conftest orphan check fails the test if any `claude` survived
 
 
+def test_repeating_an_exchange_does_not_leak_processes(serve: Callable[..., Server], login: Path) -> None:
+    server = serve("--pool-size", "1", "--live-sessions", "2")
+    for _ in range(5):
+        assert chat(server).status_code == 200  # the same caller, the same messages, the same answer
+    deadline = time.monotonic() + 5
+    while len(server.children()) > 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(server.children()) <= 3  # 1 warm + at most 2 live
+
+
+def test_sigterm_removes_the_server_record(serve: Callable[..., Server], login: Path) -> None:
+    from llm_claude_max.server import records
+
+    server = serve()
+    assert (records.directory() / f"{server.proc.pid}.json").exists()
+    server.stop()
+    assert not (records.directory() / f"{server.proc.pid}.json").exists()
+
+
 def test_orphans_of_a_killed_server_are_reaped_at_start(
     serve: Callable[..., Server], login: Path, real_cli: FakeAnthropicAPI
 ) -> None:

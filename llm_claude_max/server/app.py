@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +46,8 @@ class AppConfig:
     loopback: bool = True
     """Listening on loopback only: then requests must name a loopback host (DNS rebinding)."""
     info: dict[str, Any] = field(default_factory=dict)
+    on_ready: Callable[[list[int]], None] | None = None
+    """Called once the server accepts requests and handles signals, with the orphans it reaped."""
 
 
 class ClientGone(Exception):
@@ -316,6 +318,8 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.orphans = await engine.start()
+        if config.on_ready is not None:
+            config.on_ready(app.state.orphans)
         try:
             yield
         finally:

@@ -122,6 +122,8 @@ class Engine:
         return orphans
 
     async def stop(self) -> None:
+        """Stop every child and remove this server's record (uvicorn then exits by the signal it got, so
+        this, not a `finally` around it, is where cleanup must happen)."""
         self._closed = True
         if self._reaper is not None:
             self._reaper.cancel()
@@ -129,6 +131,8 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(self._kill(s) for s in list(self.sessions)), return_exceptions=True)
+        if self.record is not None:
+            self.record.close()
         self.warm.clear()
         self.conversations.clear()
 
@@ -310,6 +314,9 @@ class Engine:
         self.last_rate_limit = outcome.rate_limit or self.last_rate_limit
         reply = ("assistant", (outcome.text.strip(),))
         key = chain_key(partition, (*request.fingerprint, reply))
+        replaced = self.conversations.pop(key, None)
+        if replaced is not None and replaced.session is not None and replaced.session is not session:
+            self._background(self._kill(replaced.session))  # the same exchange again: the older process is unreachable
         self.conversations[key] = Conversation(
             outcome.session_id, replace(spec, resume=None), session, time.monotonic()
         )

@@ -95,6 +95,7 @@ class ServerRecord:
         self.path = directory(env) / f"{pid}.json"
         self.info = {**info, "pid": pid, "start": process_start(pid)}
         self.children: dict[int, int | None] = {}
+        self._closed = False
         self._write()
 
     def add(self, pid: int) -> None:
@@ -106,8 +107,11 @@ class ServerRecord:
             self._write()
 
     def close(self) -> None:
+        self._closed = True
         self.path.unlink(missing_ok=True)
 
     def _write(self) -> None:
+        if self._closed:
+            return
         children = [{"pid": pid, "start": start} for pid, start in self.children.items()]
         paths.write_json(self.path, {**self.info, "children": children})

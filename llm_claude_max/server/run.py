@@ -88,6 +88,17 @@ def run(options: ServeOptions) -> None:
         ),
         record,
     )
+
+    def ready(orphans: list[int]) -> None:
+        # Printed only now: uvicorn handles SIGTERM from here on, so "listening" means "stoppable" too.
+        if orphans:
+            click.echo(f"Stopped {len(orphans)} claude process(es) left by a server that died.", err=True)
+        if key is not None:
+            click.echo(f"API key required (`claude-max server-key` prints it; kept in {where}).", err=True)
+        click.echo(f"claude-max serve: listening on {url} (OpenAI base URL: {url}/v1)", err=True)
+        sys.stdout.write(f"{url}\n")
+        sys.stdout.flush()
+
     app = create_app(
         engine,
         AppConfig(
@@ -97,13 +108,9 @@ def run(options: ServeOptions) -> None:
             cors_origins=options.cors_origins,
             loopback=not options.public,
             info=info,
+            on_ready=ready,
         ),
     )
-    if key is not None:
-        click.echo(f"API key required (`claude-max server-key` prints it; kept in {where}).", err=True)
-    click.echo(f"claude-max serve: listening on {url} (OpenAI base URL: {url}/v1)", err=True)
-    sys.stdout.write(f"{url}\n")
-    sys.stdout.flush()
     server = uvicorn.Server(
         uvicorn.Config(app, log_level=options.log_level, lifespan="on", timeout_graceful_shutdown=5, access_log=False)
     )
