@@ -28,6 +28,9 @@ def markdown(report: Report) -> str:
     lines.append("| " + " | ".join(report.columns) + " |")
     lines.append("|" + "---|" * len(report.columns))
     lines += ["| " + " | ".join(row) + " |" for row in report.rows]
+    for table in report.tables:
+        lines += ["", table.caption, "", "| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+        lines += ["| " + " | ".join(row) + " |" for row in table.rows]
     if report.checks or report.notes:
         lines.append("")
     for check in report.checks:

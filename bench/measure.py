@@ -87,7 +87,8 @@ def run(
         stderr.seek(0)
         errors = stderr.read().decode(errors="replace")
     if proc.returncode != 0 or (expect is not None and expect not in stdout):
-        raise BenchError(f"{command.label}: exit {proc.returncode}\nstdout: {stdout[:500]!r}\nstderr: {errors[-2000:]}")
+        output = stdout.decode(errors="replace")[-3000:]
+        raise BenchError(f"{command.label}: exit {proc.returncode}\nstdout: {output}\nstderr: {errors[-2000:]}")
     return Run(proc.pid, seconds, first_at, stdout, peaks)
 
 

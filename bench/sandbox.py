@@ -1,7 +1,8 @@
 """A throwaway world for one benchmark: a HOME with a fake login, the fake API, and the commands to run.
 
 Every process a benchmark starts gets ``HOME=<sandbox home>``, which is how leftovers are found and
-killed: only processes carrying this sandbox's HOME, never anyone else's `claude`.
+killed: only processes carrying this sandbox's HOME, never anyone else's `claude`. A long-running
+process (a `claude-max serve`) is spared, with its descendants, while it is registered in ``spared``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests.fakeapi import FakeAnthropicAPI
 PINNED_VERSION = "2.1.328"
 PINNED_CLI = Path.home() / ".cache/llm-claude-max/claude-cli" / PINNED_VERSION / "node_modules/.bin/claude"
 LLM = Path(sys.executable).parent / "llm"
+CLAUDE_MAX = Path(sys.executable).parent / "claude-max"
 
 
 def pinned_cli() -> Path:
@@ -68,6 +70,8 @@ class Sandbox:
         self.api = FakeAnthropicAPI()
         self.leftovers: list[str] = []
         """Command lines of processes that outlived their run (killed by :meth:`kill_leftovers`)."""
+        self.spared: set[int] = set()
+        """PIDs that :meth:`kill_leftovers` leaves alone, with their descendants (running servers)."""
 
     def __enter__(self) -> Sandbox:
         _become_subreaper()
@@ -96,21 +100,35 @@ class Sandbox:
         """The CLI itself, pointed at the fake API, in an empty directory."""
         return Command(label, [str(self.cli), *args], self._env(ANTHROPIC_BASE_URL=self.api.url), self.raw_cwd)
 
-    def llm(self, label: str, *args: str, plugins: bool = True) -> Command:
-        """``llm`` with the plugin configured for the fake API (``plugins=False``: ``LLM_LOAD_PLUGINS=''``)."""
-        env = self._env(
+    def plugin_env(self) -> dict[str, str]:
+        """The environment of ``llm`` and ``claude-max``: the pinned CLI, the fake API, private state."""
+        return self._env(
             CLAUDE_MAX_CLI=str(self.cli),
             CLAUDE_MAX_BASE_URL=self.api.url,
             CLAUDE_MAX_STATE_DIR=str(self.root / "state"),
             LLM_USER_PATH=str(self.root / "llm"),
         )
+
+    def llm(self, label: str, *args: str, plugins: bool = True) -> Command:
+        """``llm`` with the plugin configured for the fake API (``plugins=False``: ``LLM_LOAD_PLUGINS=''``)."""
+        env = self.plugin_env()
         if not plugins:
             env["LLM_LOAD_PLUGINS"] = ""
         return Command(label, [str(LLM), *args], env, self.root)
 
+    def claude_max(self, label: str, *args: str) -> Command:
+        """The ``claude-max`` command (doctor, serve), configured like ``llm``."""
+        return Command(label, [str(CLAUDE_MAX), *args], self.plugin_env(), self.root)
+
     def kill_leftovers(self, timeout: float = 5.0) -> None:
-        """SIGKILL every process started with this sandbox's HOME, reap it, and wait until it is gone."""
+        """SIGKILL every process started with this sandbox's HOME, reap it, and wait until it is gone.
+
+        Processes in ``spared`` and their descendants are left alone.
+        """
         found = _processes_with_home(self.home)
+        if self.spared and found:
+            parents = _parents()
+            found = {pid: c for pid, c in found.items() if not _descends_from(pid, self.spared, parents)}
         for pid, cmdline in found.items():
             self.leftovers.append(cmdline)
             with contextlib.suppress(ProcessLookupError):
@@ -147,6 +165,27 @@ def _processes_with_home(home: Path) -> dict[int, str]:
         if cmdline:  # zombies have an empty command line and die with their parent
             found[int(entry.name)] = cmdline[:200]
     return found
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def _descends_from(pid: int, roots: set[int], parents: dict[int, int]) -> bool:
+    """True when ``pid`` is one of ``roots`` or runs below one of them."""
+    seen: set[int] = set()
+    while pid > 1 and pid not in seen:
+        if pid in roots:
+            return True
+        seen.add(pid)
+        pid = parents.get(pid, 0)
+    return False
 
 
 def _running(pid: int) -> bool:

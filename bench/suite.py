@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+import httpx
+
 from .measure import BenchError, Run, Stats, interleave, run
-from .sandbox import Command, Sandbox
+from .sandbox import PINNED_VERSION, Command, Sandbox
+from .server import MEMORY_FIELDS, Message, Server, Turn, assistant, memory_kib, user
 
 ANSWER = b"Hello from the fake API."  # the fake API's default reply
 STREAM_FLAGS = ("--output-format", "stream-json", "--verbose", "--include-partial-messages")
@@ -27,6 +35,15 @@ class Check:
 
 
 @dataclass
+class Table:
+    """A further table of a report, printed after the first one under its caption."""
+
+    caption: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
 class Report:
     name: str
     title: str
@@ -36,6 +53,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     """Everything measured, raw samples included, for the JSON file."""
+    tables: list[Table] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         checks = [dict(asdict(c), ok=c.ok) for c in self.checks]
@@ -231,10 +249,371 @@ def _mib(kib: float) -> str:
     return f"{kib / 1024:.1f} MiB"
 
 
+# -- 5. doctor ------------------------------------------------------------------------------------
+DOCTOR_OFFLINE_TARGET_MS = 300
+
+
+def bench_doctor(runs: int) -> Report:
+    with Sandbox() as sandbox:
+        offline = sandbox.claude_max("claude-max doctor --offline", "doctor", "--offline")
+        full = sandbox.claude_max("claude-max doctor", "doctor")
+        version = sandbox.raw("claude --version", "--version")
+        llm = sandbox.llm("llm --version", "--version")
+        results = interleave(
+            [offline, full, version, llm],
+            sandbox,
+            runs,
+            # run() treats a non-zero exit as a failure and shows the output; these prove which checks ran.
+            expect={
+                offline.label: b"Cross-check with the CLI: Not run (--offline)",
+                full.label: "✓] Cross-check with the CLI: The CLI confirms".encode(),
+                version.label: PINNED_VERSION.encode(),
+                llm.label: b"llm, version",
+            },
+        )
+        prompts = len(sandbox.api.message_requests)
+        leftovers = sandbox.leftovers
+    o, f, v, lv = (Stats.of(r.seconds for r in results[c.label]) for c in (offline, full, version, llm))
+    per_round = [b.seconds - a.seconds for a, b in zip(results[offline.label], results[full.label], strict=True)]
+    spread = Stats.of(per_round)
+    rows = [time_row(c.label, s) for c, s in ((offline, o), (full, f), (version, v), (llm, lv))]
+    rows.append(
+        [
+            "full − --offline (the CLI probes)",
+            ms(f.median - o.median),
+            _ms_range(spread) + " (per round)",
+            str(spread.n),
+        ]
+    )
+    return Report(
+        "doctor",
+        "Wall time of `claude-max doctor`, offline and full, with `claude --version` and `llm --version` for context",
+        TIME_COLUMNS,
+        rows,
+        [
+            Check(
+                "claude-max doctor --offline, median wall time in ms", round(o.median * 1000), DOCTOR_OFFLINE_TARGET_MS
+            )
+        ],
+        [
+            f"the full doctor takes {ms(f.median - o.median)} more than --offline (medians): two `initialize` probes "
+            f"and `claude auth status`, run concurrently; one `claude --version` alone takes {ms(v.median)}",
+            f"/v1/messages requests received by the fake API during all runs: {prompts} (the doctor sends no prompt)",
+        ],
+        {"seconds": timings(results), "api_message_requests": prompts, "leftovers": leftovers},
+    )
+
+
+def _ms_range(stats: Stats) -> str:
+    return f"{ms(stats.low)} – {ms(stats.high)}"
+
+
+# -- 6. server ------------------------------------------------------------------------------------
+POOL_SIZE, LIVE_SESSIONS, MAX_CONCURRENCY = 2, 4, 4  # LIVE_SESSIONS: the server's default
+COLD_OPTIONS = ("--pool-size", "0", "--live-sessions", "0")
+WARM_OPTIONS = ("--pool-size", str(POOL_SIZE))
+LOAD_OPTIONS = (*WARM_OPTIONS, "--max-concurrency", str(MAX_CONCURRENCY), "--queue", "64")
+LOAD_CLIENTS = (1, 2, 4, 8)
+LOAD_REQUESTS = 24
+RSS_SERVERS = 3
+# The flags the server starts its `claude` processes with (besides the stream-json input it writes the prompt to).
+SERVER_FLAGS = (
+    "--setting-sources=",
+    "--strict-mcp-config",
+    "--system-prompt-snapshot=off",
+    "--tools=",
+    "--system-prompt=",
+)
+# What is timed in each round, in this order, and the name used in ratios and notes.
+LATENCY = {
+    "raw": (f"raw CLI, `claude -p {' '.join(STREAM_FLAGS)} hi`: first text_delta line", "raw CLI"),
+    "raw+flags": ("raw CLI with the server's flags added: first text_delta line", "raw CLI + server flags"),
+    "cold": (f"server, cold spawn (`{' '.join(COLD_OPTIONS)}`): first content delta", "cold spawn"),
+    "warm": (f"server, warm pool (`{' '.join(WARM_OPTIONS)}`): first content delta", "warm pool"),
+    "live": ("server, second turn on the conversation's live process: first content delta", "live process"),
+}
+
+
+def bench_server(runs: int) -> Report:
+    with Sandbox() as sandbox:
+        raw = sandbox.raw(f"claude -p {' '.join(STREAM_FLAGS)} hi", "-p", *STREAM_FLAGS, "hi")
+        lean = sandbox.raw("claude -p (server flags) hi", "-p", *STREAM_FLAGS, *SERVER_FLAGS, "hi")
+        first, complete, latency_info = _server_latency(sandbox, raw, lean, runs)
+        memory, memory_info = _server_memory(sandbox)
+        load, load_exit = _server_load(sandbox)
+        leftovers = sandbox.leftovers
+    exit_codes = [*latency_info["exit_codes"], *memory_info["exit_codes"], load_exit]
+    stats = {key: Stats.of(values) for key, values in first.items()}
+    rows = [time_row(LATENCY[key][0], s) for key, s in stats.items()]
+    ratios: dict[str, float] = {}
+    for key, base in (("cold", "raw"), ("warm", "raw"), ("live", "raw"), ("cold", "raw+flags")):
+        name = f"{LATENCY[key][1]} / {LATENCY[base][1]}"
+        ratios[name] = stats[key].median / stats[base].median
+        rows.append(ratio_row(name, ratios[name], [a / b for a, b in zip(first[key], first[base], strict=True)]))
+
+    load_rows = []
+    for level in load:
+        latency = Stats.of(level["latency"])
+        load_rows.append(
+            [
+                str(level["clients"]),
+                str(level["requests"]),
+                ", ".join(f"{code}: {n}" for code, n in sorted(level["statuses"].items())),
+                f"{level['seconds']:.2f} s",
+                f"{level['per_second']:.2f}",
+                f"{ms(latency.median)} ({_ms_range(latency)})",
+                ", ".join(f"{name} {n}" for name, n in sorted(level["processes"].items())),
+                f"{level['cpu_busy']:.0%}",
+            ]
+        )
+    memory_rows = []
+    for label, samples in memory.items():
+        cells = [f"{_mib(s.median)} ({_mib_range(s)})" for s in (Stats.of(samples[f]) for f in MEMORY_FIELDS)]
+        memory_rows.append([label, *cells, str(len(samples[MEMORY_FIELDS[0]]))])
+    failed = sum(n for level in load for code, n in level["statuses"].items() if code != 200)
+    to_end = ", ".join(f"{LATENCY[key][1]} {ms(Stats.of(values).median)}" for key, values in complete.items())
+    notes = [
+        f"cold spawn through the server − raw CLI with the server's flags: "
+        f"{ms(stats['cold'].median - stats['raw+flags'].median)} (medians)",
+        f"to the end of the answer (the raw CLI's exit; the server's `data: [DONE]`), medians: {to_end}",
+        "every warm-pool turn ran on a warm process and every second turn on its live one (checked in each "
+        "answer's `claude_max.process`)",
+        f"idle `claude` children of a fresh `{' '.join(WARM_OPTIONS)}` server: {latency_info['warm_children']}"
+        + (
+            " (one warm process per model): the memory servers got their second one from a request for another model"
+            if any(memory_info["second_model"])
+            else ""
+        ),
+        f"non-200 responses under load: {failed}"
+        + "".join(f"; {level['clients']} clients: {level['errors'][0]}" for level in load if level["errors"]),
+        f"exit status of the servers on SIGTERM: {', '.join(sorted({str(c) for c in exit_codes}))}",
+    ]
+    return Report(
+        "server",
+        "`claude-max serve`: time to the first token, throughput, memory",
+        TIME_COLUMNS,
+        rows,
+        notes=notes,
+        data={
+            "first_content_seconds": first,
+            "complete_seconds": complete,
+            "ratios": ratios,
+            "load": [dict(level, statuses={str(k): v for k, v in level["statuses"].items()}) for level in load],
+            "memory_kib": memory,
+            "idle_children": {
+                "fresh": latency_info["warm_children"],
+                "memory_servers": memory_info["children"],
+                "second_model_request": memory_info["second_model"],
+            },
+            "exit_codes": exit_codes,
+            "leftovers": leftovers,
+        },
+        tables=[
+            Table(
+                f"Throughput: plain (non-streaming) requests, {LOAD_REQUESTS} per level, against one "
+                f"`claude-max serve {' '.join(LOAD_OPTIONS)}`; each client sends its next request as soon as "
+                "the previous one is answered. Process: where each request's `claude` came from. CPU busy: both "
+                "cores of the whole machine, during the level.",
+                [
+                    "clients",
+                    "requests",
+                    "statuses",
+                    "wall",
+                    "requests/s",
+                    "latency median (min – max)",
+                    "process",
+                    "CPU busy",
+                ],
+                load_rows,
+            ),
+            Table(
+                f"Memory of idle `{' '.join(WARM_OPTIONS)} --live-sessions 0` servers holding {POOL_SIZE} warm "
+                f"processes, from `/proc/<pid>/status`, {RSS_SERVERS} servers.",
+                [
+                    "process",
+                    "VmRSS median (min – max)",
+                    "of which private, RssAnon",
+                    "peak, VmHWM",
+                    "samples",
+                ],
+                memory_rows,
+            ),
+        ],
+    )
+
+
+def _mib_range(stats: Stats) -> str:
+    return f"{_mib(stats.low)} – {_mib(stats.high)}"
+
+
+def _server_turn(
+    server: Server,
+    messages: list[Message],
+    process: str,
+    continued: str,
+    *,
+    stream: bool = True,
+    model: str = "claude-max",
+) -> Turn:
+    """One request that must succeed, answer the fake API's text and run on the expected kind of process."""
+    turn = server.chat(messages, stream=stream, model=model)
+    got = (turn.status, turn.text, turn.process, turn.meta.get("continued"))
+    if got != (200, ANSWER.decode(), process, continued) or (stream and turn.first is None):
+        raise BenchError(f"{server.label}: expected (200, answer, {process!r}, {continued!r}), got {got!r}")
+    return turn
+
+
+def _server_latency(
+    sandbox: Sandbox, raw: Command, lean: Command, runs: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, Any]]:
+    """Rounds of: raw CLI, raw CLI with the server's flags, cold server, warm server (a new conversation),
+    and the second turn of that conversation. Between server requests, the servers settle (a replacement
+    warm process finishes starting, a finished process is stopped), so that no measurement pays for them."""
+    first: dict[str, list[float]] = {key: [] for key in LATENCY}
+    complete: dict[str, list[float]] = {key: [] for key in LATENCY}
+    expect = b'"result":"' + ANSWER
+    with Server(sandbox, *COLD_OPTIONS) as cold, Server(sandbox, *WARM_OPTIONS) as warm:
+        cold.settle(most=0)
+        warm.settle(least=1)
+        warm_children = len(warm.children())
+        for round_ in range(runs + 1):  # round 0 warms up
+            samples: dict[str, tuple[float | None, float]] = {}
+            for key, command in (("raw", raw), ("raw+flags", lean)):
+                done = run(command, sandbox, first=b'"text_delta"', expect=expect)
+                samples[key] = (done.first, done.seconds)
+            # A distinct first message per round: each round is a new conversation for the servers.
+            opening = [user(f"hi {round_}")]
+            turn = _server_turn(cold, opening, "cold", "new")
+            samples["cold"] = (turn.first, turn.seconds)
+            cold.settle(most=0)  # its process stops after the turn (--live-sessions 0)
+            turn = _server_turn(warm, opening, "warm", "new")
+            samples["warm"] = (turn.first, turn.seconds)
+            warm.settle(least=1)
+            turn = _server_turn(warm, [*opening, assistant(turn.text), user("and again")], "live", "live")
+            samples["live"] = (turn.first, turn.seconds)
+            warm.settle(least=1)
+            if round_:
+                for key, (to_first, to_end) in samples.items():
+                    if to_first is None:
+                        raise BenchError(f"{LATENCY[key][0]}: no answer text")
+                    first[key].append(round(to_first, 4))
+                    complete[key].append(round(to_end, 4))
+    return first, complete, {"exit_codes": [cold.exit_code, warm.exit_code], "warm_children": warm_children}
+
+
+def _server_memory(sandbox: Sandbox) -> tuple[dict[str, dict[str, list[int]]], dict[str, Any]]:
+    """:data:`MEMORY_FIELDS` (KiB) of the warm `claude` children of idle servers, and of the servers themselves."""
+    children: dict[str, list[int]] = {name: [] for name in MEMORY_FIELDS}
+    own: dict[str, list[int]] = {name: [] for name in MEMORY_FIELDS}
+    counts, exit_codes, second_model = [], [], []
+    for _ in range(RSS_SERVERS):
+        with Server(sandbox, *WARM_OPTIONS, "--live-sessions", "0") as server:
+            server.settle(least=1)
+            second_model.append(len(server.children()) < POOL_SIZE)
+            if second_model[-1]:
+                # A pool that keeps one warm process per model (and options): a request for a second model
+                # fills the second place; with --live-sessions 0 the request's own process stops after it.
+                _server_turn(server, [user("hi")], "cold", "new", model="claude-max-sonnet")
+            server.settle(least=POOL_SIZE, most=POOL_SIZE)
+            pids = server.children()
+            counts.append(len(pids))
+            for pid in [*pids, server.pid]:
+                target = own if pid == server.pid else children
+                for name, kib in memory_kib(pid).items():
+                    target[name].append(kib)
+        exit_codes.append(server.exit_code)
+    memory = {"warm `claude` child (idle, ready)": children, "the server's own Python process (idle)": own}
+    return memory, {"children": counts, "exit_codes": exit_codes, "second_model": second_model}
+
+
+def _server_load(sandbox: Sandbox) -> tuple[list[dict[str, Any]], int | None]:
+    """Completed requests per second with 1, 2, 4 and 8 clients against one server."""
+    levels = []
+    idle_limit = POOL_SIZE + LIVE_SESSIONS  # warm processes and live conversations
+    with Server(sandbox, *LOAD_OPTIONS) as server:
+        server.settle(least=1)
+        for clients in LOAD_CLIENTS:
+            levels.append(_load(server, clients, LOAD_REQUESTS))
+            server.settle(least=1)
+            if (idle := len(server.children())) > idle_limit:
+                raise BenchError(
+                    f"{server.label}: {idle} idle claude children after {clients} clients, more than "
+                    f"--pool-size + --live-sessions = {idle_limit}: the server leaks processes"
+                )
+    return levels, server.exit_code
+
+
+def _load(server: Server, clients: int, requests: int) -> dict[str, Any]:
+    """``requests`` plain requests from ``clients`` threads, each with its own connection."""
+    numbers = iter(range(requests))
+    lock = threading.Lock()
+    turns: list[Turn] = []
+    # Warm, warming, live and running processes, and as many again being stopped; beyond that the server
+    # leaks (each one is ~170 MiB), and the level stops. The idle count after each level is the exact check.
+    limit = 2 * POOL_SIZE + LIVE_SESSIONS + 2 * MAX_CONCURRENCY
+    most = [0]
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=120.0) as connection:
+            while not stop.is_set():
+                with lock:
+                    number = next(numbers, None)
+                if number is None:
+                    return
+                # Distinct messages: each request is a new conversation of the same caller.
+                turn = server.chat([user(f"hi {clients}-{number}")], stream=False, client=connection)
+                with lock:
+                    turns.append(turn)
+
+    def watchdog() -> None:
+        while not stop.wait(0.5):
+            most[0] = max(most[0], len(server.children()))
+            if most[0] > limit:
+                stop.set()
+
+    cpu_before = _cpu_jiffies()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients + 1) as pool:
+        watching = pool.submit(watchdog)
+        for future in [pool.submit(client) for _ in range(clients)]:
+            future.result()
+        seconds = time.perf_counter() - start
+        if stop.is_set():
+            raise BenchError(f"{server.label}: {most[0]} claude children under load (limit {limit}): it leaks")
+        stop.set()
+        watching.result()
+    busy, total = (after - before for after, before in zip(_cpu_jiffies(), cpu_before, strict=True))
+    ok = [t for t in turns if t.status == 200]
+    return {
+        "clients": clients,
+        "requests": requests,
+        "seconds": round(seconds, 4),
+        "per_second": len(ok) / seconds,
+        "cpu_busy": busy / total if total else 0.0,
+        "statuses": Counter(t.status for t in turns),
+        "processes": Counter(t.process or "?" for t in ok),
+        "latency": [round(t.seconds, 4) for t in turns],
+        "errors": [t.text for t in turns if t.status != 200][:5],
+        "most_children": most[0],
+    }
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, from the first line of /proc/stat."""
+    user_, nice, system, idle, iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    busy = user_ + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait
+
+
 BENCHMARKS: dict[str, tuple[Callable[[int], Report], int]] = {
     "import": (bench_import, 15),
     "prompt": (bench_prompt, 10),
     "request-size": (bench_request_size, 1),
     "rss": (bench_rss, 5),
+    "doctor": (bench_doctor, 10),
+    "server": (bench_server, 10),
 }
 """name -> (benchmark, default number of runs)."""
