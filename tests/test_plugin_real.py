@@ -377,11 +377,13 @@ async def test_cancelling_an_async_prompt_kills_the_cli(api: FakeAnthropicAPI) -
             first.set()
 
     task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 20)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    gate.set()
+    try:
+        await asyncio.wait_for(first.wait(), 30)
+    finally:
+        task.cancel()  # also when the wait failed: a dropped task would strand the CLI
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gate.set()
 
 
 # -- Claude Code tools (opt-in) -----------------------------------------------------------------------

@@ -427,10 +427,12 @@ async def test_cancelling_the_task_kills_the_cli(fake_cli: FakeCLI) -> None:
                 started.set()
 
     task = asyncio.create_task(consume())
-    await asyncio.wait_for(started.wait(), 10)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+    finally:
+        task.cancel()  # also when the wait failed: a dropped task would strand the CLI
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 async def test_closing_the_iterator_early_kills_the_cli(fake_cli: FakeCLI) -> None:
