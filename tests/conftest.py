@@ -9,13 +9,14 @@ After each test, no `claude` process (real or fake) started during it may still 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,16 @@ def _claude_processes() -> dict[int, str]:
     return found
 
 
+def _states(pids: Iterable[int]) -> dict[int, str]:
+    """State, parent and process group of each pid, to tell a stuck kill from a forgotten child."""
+    states = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            states[pid] = f"state={fields[0]} ppid={fields[1]} pgid={fields[2]}"
+    return states
+
+
 @pytest.fixture(autouse=True)
 def no_orphans() -> Iterator[None]:
     before = set(_claude_processes())
@@ -136,7 +147,7 @@ def no_orphans() -> Iterator[None]:
         if not left:
             return
         if time.monotonic() > deadline:
-            pytest.fail(f"claude processes left behind: {left}")
+            pytest.fail(f"claude processes left behind: {left}; {_states(left)}")
         time.sleep(0.05)
 
 

@@ -14,6 +14,7 @@ Scenario keys:
                {"emit": event} {"raw": "text line"} {"stderr": "text"} {"sleep": s}
                {"exit": code} {"spawn": [argv...]} {"hang": true} {"await_close": true}
                {"signal_self": "INT"} (the CLI's own SIGINT handling: exit 0 without a result)
+               {"ignore_sigterm": true} (a CLI too busy to exit on SIGTERM: only SIGKILL stops it)
   turns        a list of step lists, one per user message (the last one repeats); overrides steps
 """
 
@@ -183,6 +184,8 @@ def _run_steps(steps: list[dict[str, Any]]) -> None:
             sys.exit(0)
         elif step.get("await_close"):
             sys.stdin.read()
+        elif step.get("ignore_sigterm"):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def main() -> None:
@@ -243,5 +246,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    # Like the real CLI: exit 143 at once. (sys.exit here was sometimes swallowed: raised inside a
+    # __del__ it is only printed, and the fake ran on.)
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(143))
     main()

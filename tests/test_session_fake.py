@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -415,10 +416,8 @@ async def test_kill_reaches_the_whole_process_group(fake_cli: FakeCLI) -> None:
         await run(timeouts=Timeouts(idle=1))
 
 
-async def test_cancelling_the_task_kills_the_cli(fake_cli: FakeCLI) -> None:
-    fake_cli.scenario(
-        steps=[{"emit": fc.init()}, {"emit": fc.delta("x")}, {"spawn": ["sleep", ORPHAN_MARKER]}, {"hang": True}]
-    )
+async def _prompt_streaming() -> asyncio.Task[None]:
+    """A prompt consumed in its own task, returned once the first text has arrived."""
     started = asyncio.Event()
 
     async def consume() -> None:
@@ -429,10 +428,52 @@ async def test_cancelling_the_task_kills_the_cli(fake_cli: FakeCLI) -> None:
     task = asyncio.create_task(consume())
     try:
         await asyncio.wait_for(started.wait(), 30)
-    finally:
-        task.cancel()  # also when the wait failed: a dropped task would strand the CLI
-        with pytest.raises(asyncio.CancelledError):
+    except BaseException:
+        task.cancel()  # a dropped task would strand the CLI
+        with contextlib.suppress(asyncio.CancelledError):
             await task
+        raise
+    return task
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_cancelling_the_task_kills_the_cli(fake_cli: FakeCLI) -> None:
+    fake_cli.scenario(
+        steps=[{"emit": fc.init()}, {"emit": fc.delta("x")}, {"spawn": ["sleep", ORPHAN_MARKER]}, {"hang": True}]
+    )
+    await _cancel(await _prompt_streaming())
+
+
+async def test_cancelling_kills_a_cli_that_ignores_sigterm(fake_cli: FakeCLI) -> None:
+    # The kill escalates to SIGKILL after its grace period, even inside a task that is being cancelled
+    # (on Python 3.11.0-3.11.2 an expiring asyncio.timeout there raises CancelledError, not TimeoutError).
+    fake_cli.scenario(
+        steps=[
+            {"emit": fc.init()},
+            {"ignore_sigterm": True},
+            {"spawn": ["sleep", ORPHAN_MARKER]},
+            {"emit": fc.delta("x")},
+            {"hang": True},
+        ]
+    )
+    await _cancel(await _prompt_streaming())
+
+
+async def test_a_second_cancellation_during_the_kill_still_kills_the_cli(fake_cli: FakeCLI) -> None:
+    # Impatient callers cancel twice (Ctrl-C, then shutdown); the grace period must not be a way out.
+    fake_cli.scenario(steps=[{"emit": fc.init()}, {"ignore_sigterm": True}, {"emit": fc.delta("x")}, {"hang": True}])
+    task = await _prompt_streaming()
+    try:
+        task.cancel()
+        await asyncio.sleep(0.5)  # inside the kill's grace period: SIGTERM sent and ignored
+        assert not task.done()
+    finally:
+        await _cancel(task)
 
 
 async def test_closing_the_iterator_early_kills_the_cli(fake_cli: FakeCLI) -> None:

@@ -1,7 +1,11 @@
 """One `claude` child process: spawned in its own process group, read line by line, always reaped.
 
-Timeouts use ``asyncio.timeout``, never ``asyncio.wait_for``: on Python 3.11 ``wait_for`` swallows a
-cancellation that arrives while the awaited read completes, which let a cancelled prompt run on.
+Reads are bounded with ``asyncio.timeout``, never ``asyncio.wait_for``: on Python 3.11 ``wait_for``
+swallows a cancellation that arrives while the awaited read completes, which let a cancelled prompt run
+on. Waiting for the child to exit uses ``asyncio.wait`` instead, which never cancels the calling task:
+that wait runs during a cancellation (Ctrl-C, a client that went away), and there ``asyncio.timeout``
+before Python 3.11.3 raises ``CancelledError`` rather than ``TimeoutError``, which skipped the SIGKILL
+and left a CLI that ignored SIGTERM running.
 
 The child gets its own session (``start_new_session``) so a terminal Ctrl-C reaches only us; we then
 kill the whole group ourselves (SIGTERM, then SIGKILL), so tools or helpers the CLI started die too.
@@ -106,13 +110,16 @@ class ClaudeProcess:
                 return parse_line(line)
 
     async def wait(self, timeout: float | None = None) -> int:
-        """Wait for exit (and for stderr to be drained)."""
-        async with asyncio.timeout(timeout):
-            code = await self._proc.wait()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await asyncio.shield(self._stderr_task)
-        return code
+        """Wait for exit (and for stderr to be drained); TimeoutError if the CLI is still running."""
+        if not await self._exited_within(timeout):
+            raise TimeoutError
+        await asyncio.wait({self._stderr_task}, timeout=1.0)
+        return self._proc.returncode if self._proc.returncode is not None else -1
+
+    async def _exited_within(self, seconds: float | None) -> bool:
+        exited = asyncio.ensure_future(self._proc.wait())
+        done, _ = await asyncio.wait({exited}, timeout=seconds)
+        return bool(done)
 
     async def finish(self, timeout: float = 5.0) -> int:
         """Close stdin and let the CLI exit on its own (it does within ~30 ms); kill it if it does not."""
@@ -126,22 +133,19 @@ class ClaudeProcess:
     async def kill(self) -> None:
         """Kill the whole process group and reap the child. Safe to call more than once."""
         self.close_stdin()
-        if self._proc.returncode is None:
-            self._signal_group(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(KILL_GRACE_SECONDS):
-                    await asyncio.shield(self._proc.wait())
-            except TimeoutError:
-                self._signal_group(signal.SIGKILL)
-                await self._proc.wait()
-        # Members of the group may outlive the leader (tools the CLI started).
-        self._signal_group(signal.SIGKILL)
-        self._stderr_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._stderr_task
-        if self.socket_path and Path(self.socket_path).name == f"{self.pid}.sock":
-            with contextlib.suppress(OSError):
-                os.unlink(self.socket_path)
+        try:
+            if self._proc.returncode is None:
+                self._signal_group(signal.SIGTERM)
+                await self._exited_within(KILL_GRACE_SECONDS)
+        finally:
+            # Also on a second cancellation during the grace period. SIGKILL reaches what is left: the
+            # CLI if it ignored SIGTERM, and members of the group that outlive it (tools it started).
+            self._signal_group(signal.SIGKILL)
+            self._stderr_task.cancel()
+            await asyncio.wait({asyncio.ensure_future(self._proc.wait()), self._stderr_task})
+            if self.socket_path and Path(self.socket_path).name == f"{self.pid}.sock":
+                with contextlib.suppress(OSError):
+                    os.unlink(self.socket_path)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
