@@ -102,8 +102,9 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     if task.done():
         return task.result()
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+    await asyncio.wait({task})  # its cleanup kills the CLI; a cancellation of ours still propagates
+    if not task.cancelled():
+        task.exception()  # retrieved: an error after the client left is of no interest to anyone
     raise ClientGone
 
 
