@@ -51,6 +51,9 @@ def iterate_sync(factory: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
     finally:
         future.cancel()
         finished.wait()
+        # As asyncio.run does: finish async generators left suspended (httpx's line iterators after an
+        # early exit), or their aclose() coroutines are dropped unawaited when the loop closes.
+        asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
