@@ -111,25 +111,24 @@ def test_errors_never_show_a_traceback(api: FakeAnthropicAPI) -> None:
 def test_ctrl_c_kills_the_cli(api: FakeAnthropicAPI) -> None:
     gate = threading.Event()
     api.enqueue(Reply(text="one two three", gate=gate, gate_timeout=30))
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [LLM, "-m", "claude-max", "hi"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=os.environ.copy(),
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.read(4)
-        assert first == "one "
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
-        assert proc.returncode != 0
-    finally:
-        gate.set()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.read(4)
+            assert first == "one "
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=10)
+            assert proc.returncode != 0
+        finally:
+            gate.set()
+            if proc.poll() is None:
+                proc.kill()
     # the orphan check (conftest) fails the test if `claude` survived
 
 

@@ -7,15 +7,12 @@ import base64
 import contextlib
 import json
 import os
-import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -23,52 +20,12 @@ import openai
 import pytest
 
 from .fakeapi import FakeAnthropicAPI, Reply, five_hour_limit_headers
+from .server_process import BIN, Server, start_server
 from .test_plugin_real import png_bytes
 
 pytestmark = pytest.mark.real_cli
 
-BIN = Path(sys.executable).parent
 KEY = "cmx-test-key-0123456789"
-
-
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen[str]
-    log: Path
-
-    @property
-    def base(self) -> str:
-        return self.url + "/v1"
-
-    def client(self, api_key: str = "unused", **kwargs: object) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base, api_key=api_key, max_retries=0, **kwargs)  # type: ignore[arg-type]
-
-    def children(self) -> list[int]:
-        """PIDs of `claude` processes whose parent is the server."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.proc.pid and b"claude" in Path(argv0.decode(errors="replace")).name.encode():
-                found.append(int(entry.name))
-        return found
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 @pytest.fixture
@@ -76,21 +33,10 @@ def serve(real_cli: FakeAnthropicAPI, tmp_path: Path) -> Iterator[Callable[..., 
     servers: list[Server] = []
 
     def start(*args: str, env: dict[str, str] | None = None, expect_failure: bool = False) -> Server:
-        log = tmp_path / f"server-{len(servers)}.log"
-        proc = subprocess.Popen(
-            [str(BIN / "claude-max"), "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=log.open("w"),
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        url = proc.stdout.readline().strip() if ready else ""
-        server = Server(url, proc, log)
+        server = start_server(args, tmp_path / f"server-{len(servers)}.log", env=env)
         servers.append(server)
         if not expect_failure:
-            assert url.startswith("http://"), log.read_text()
+            assert server.url.startswith("http://"), server.log.read_text()
         return server
 
     yield start
@@ -582,13 +528,15 @@ def test_orphans_of_a_killed_server_are_reaped_at_start(
 # -- frameworks ----------------------------------------------------------------------------------------
 
 
-def test_pydantic_ai(server: Server) -> None:
+async def test_pydantic_ai(server: Server) -> None:
     from pydantic_ai import Agent
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
-    model = OpenAIChatModel("claude-max", provider=OpenAIProvider(base_url=server.base, api_key="unused"))
-    result = Agent(model, instructions="Be brief.").run_sync("hi")
+    # Our own client, closed here: pydantic-ai's cached default client is never closed.
+    async with openai.AsyncOpenAI(base_url=server.base, api_key="unused", max_retries=0) as client:
+        provider = OpenAIProvider(openai_client=client)
+        result = await Agent(OpenAIChatModel("claude-max", provider=provider), instructions="Be brief.").run("hi")
     assert result.output == "Hello from the fake API."
 
 

@@ -6,10 +6,6 @@ under test is the HTTP layer's validation, which does not depend on which CLI an
 
 from __future__ import annotations
 
-import os
-import select
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,31 +15,20 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from .conftest import FakeCLI
-
-BIN = Path(sys.executable).parent
+from .server_process import start_server
 
 
 @pytest.fixture
 def api_schema(fake_cli: FakeCLI, tmp_path: Path) -> Iterator[schemathesis.BaseSchema]:
-    proc = subprocess.Popen(
-        [str(BIN / "claude-max"), "serve", "--port", "0", "--pool-size", "1", "--queue", "64"],
-        stdout=subprocess.PIPE,
-        stderr=(tmp_path / "server.log").open("w"),
-        text=True,
-        env=os.environ.copy(),
-    )
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 60)
-    url = proc.stdout.readline().strip() if ready else ""
-    assert url.startswith("http://"), (tmp_path / "server.log").read_text()
+    server = start_server(["--pool-size", "1", "--queue", "64"], tmp_path / "server.log")
     try:
-        schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
-        schema.base_url = url  # type: ignore[attr-defined]
+        assert server.url.startswith("http://"), server.log.read_text()
+        schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+        schema.base_url = server.url  # type: ignore[attr-defined]
         yield schema
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        assert "Traceback" not in (tmp_path / "server.log").read_text()
+        server.stop()
+        assert "Traceback" not in server.log.read_text()
 
 
 @pytest.mark.parametrize("mode", list(schemathesis.GenerationMode), ids=lambda m: m.value)

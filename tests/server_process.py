@@ -1,0 +1,74 @@
+"""A `claude-max serve` child for the tests: started on a free port, its URL read from stdout."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[str]
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return self.url + "/v1"
+
+    def client(self, api_key: str = "unused", **kwargs: object) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base, api_key=api_key, max_retries=0, **kwargs)  # type: ignore[arg-type]
+
+    def children(self) -> list[int]:
+        """PIDs of `claude` processes whose parent is the server."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.proc.pid and b"claude" in Path(argv0.decode(errors="replace")).name.encode():
+                found.append(int(entry.name))
+        return found
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+def start_server(args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Server:
+    """Start the server; ``url`` is empty if it did not print one within 60 s (see ``log``)."""
+    with log.open("w") as stderr:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [str(BIN / "claude-max"), "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    url = proc.stdout.readline().strip() if ready else ""
+    return Server(url, proc, log)
