@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import openai
@@ -21,13 +21,17 @@ class Server:
     url: str
     proc: subprocess.Popen[str]
     log: Path
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
     @property
     def base(self) -> str:
         return self.url + "/v1"
 
     def client(self, api_key: str = "unused", **kwargs: object) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base, api_key=api_key, max_retries=0, **kwargs)  # type: ignore[arg-type]
+        """An `openai` client for this server, closed (with its pooled connections) by `stop`."""
+        client = openai.OpenAI(base_url=self.base, api_key=api_key, max_retries=0, **kwargs)  # type: ignore[arg-type]
+        self.clients.append(client)
+        return client
 
     def children(self) -> list[int]:
         """PIDs of `claude` processes whose parent is the server."""
@@ -46,6 +50,8 @@ class Server:
         return found
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        for client in self.clients:
+            client.close()
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:

@@ -88,15 +88,16 @@ def test_openai_client_plain_and_streaming(server: Server, real_cli: FakeAnthrop
 
 
 async def test_openai_async_client(server: Server) -> None:
-    client = openai.AsyncOpenAI(base_url=server.base, api_key="unused", max_retries=0)
-    completion = await client.chat.completions.create(model="claude-max", messages=[{"role": "user", "content": "hi"}])
-    assert completion.choices[0].message.content == "Hello from the fake API."
-    stream = await client.chat.completions.create(
-        model="claude-max", messages=[{"role": "user", "content": "hi"}], stream=True
-    )
-    parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
-    assert "".join(parts) == "Hello from the fake API."
-    await client.close()
+    async with openai.AsyncOpenAI(base_url=server.base, api_key="unused", max_retries=0) as client:
+        completion = await client.chat.completions.create(
+            model="claude-max", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert completion.choices[0].message.content == "Hello from the fake API."
+        stream = await client.chat.completions.create(
+            model="claude-max", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        assert "".join(parts) == "Hello from the fake API."
 
 
 def test_streaming_is_token_by_token(server: Server, real_cli: FakeAnthropicAPI) -> None:
@@ -417,8 +418,11 @@ def test_client_disconnect_kills_its_cli_within_a_second(
     ):
         for line in response.iter_lines():
             if '"content":"one ' in line:
+                # Checked before `break`: leaving the loop already closes the connection.
+                assert server.children(), "the request's CLI should be running"
                 break
-        assert server.children(), "the request's CLI should be running"
+        else:
+            pytest.fail("the stream ended before its first delta")
     gone_by = time.monotonic() + 1.0
     while server.children() and time.monotonic() < gone_by:
         time.sleep(0.02)
@@ -543,9 +547,16 @@ async def test_pydantic_ai(server: Server) -> None:
 def test_langchain(server: Server) -> None:
     from langchain_openai import ChatOpenAI
 
-    llm = ChatOpenAI(model="claude-max", base_url=server.base, api_key="unused", max_retries=0)  # type: ignore[arg-type]
-    assert llm.invoke("hi").content == "Hello from the fake API."
-    assert "".join(str(c.content) for c in llm.stream("hi")) == "Hello from the fake API."
+    with httpx.Client() as http_client:  # LangChain's own default client is cached and never closed
+        llm = ChatOpenAI(
+            model="claude-max",
+            base_url=server.base,
+            api_key="unused",  # type: ignore[arg-type]
+            max_retries=0,
+            http_client=http_client,
+        )
+        assert llm.invoke("hi").content == "Hello from the fake API."
+        assert "".join(str(c.content) for c in llm.stream("hi")) == "Hello from the fake API."
 
 
 # -- the llm plugin through the server --------------------------------------------------------------------
