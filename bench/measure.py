@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import selectors
 import statistics
@@ -11,7 +10,8 @@ import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from tests import proctable
 
 from .sandbox import Command, Sandbox
 
@@ -119,26 +119,10 @@ def _read(
 
 def _sample_tree(root: int, peaks: dict[int, tuple[str, int]]) -> None:
     """Record VmHWM (peak resident set) of ``root`` and its descendants; a process's last sample wins."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    tree = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parents.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    for pid in tree:
-        with contextlib.suppress(OSError):
-            status = dict(
-                line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
-            )
-            if "VmHWM" in status:  # absent once the process is a zombie
-                peaks[pid] = (status["Name"].strip(), int(status["VmHWM"].split()[0]))
+    for pid in proctable.descendants(root, proctable.parents()):
+        status = proctable.status(pid)
+        if "VmHWM" in status:  # absent once the process is a zombie
+            peaks[pid] = (status["Name"], int(status["VmHWM"].split()[0]))
 
 
 def interleave(

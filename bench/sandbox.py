@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import proctable
 from tests.fakeapi import FakeAnthropicAPI
 
 PINNED_VERSION = "2.1.328"
@@ -127,8 +128,9 @@ class Sandbox:
         """
         found = _processes_with_home(self.home)
         if self.spared and found:
-            parents = _parents()
-            found = {pid: c for pid, c in found.items() if not _descends_from(pid, self.spared, parents)}
+            parents = proctable.parents()
+            spared = set().union(*(proctable.descendants(root, parents) for root in self.spared))
+            found = {pid: c for pid, c in found.items() if pid not in spared}
         for pid, cmdline in found.items():
             self.leftovers.append(cmdline)
             with contextlib.suppress(ProcessLookupError):
@@ -138,9 +140,9 @@ class Sandbox:
             for pid in found:
                 with contextlib.suppress(ChildProcessError):  # not (yet) re-parented to us
                     os.waitpid(pid, os.WNOHANG)
-            found = {pid: c for pid, c in found.items() if Path(f"/proc/{pid}").exists()}
+            found = {pid: c for pid, c in found.items() if proctable.stat(pid)}
             time.sleep(0.01)
-        if running := {pid: c for pid, c in found.items() if _running(pid)}:
+        if running := {pid: c for pid, c in found.items() if proctable.is_running(pid)}:
             raise RuntimeError(f"processes survived SIGKILL: {running}")
 
 
@@ -153,44 +155,8 @@ def _become_subreaper() -> None:
 def _processes_with_home(home: Path) -> dict[int, str]:
     marker = f"HOME={home}".encode()
     found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        if cmdline:  # zombies have an empty command line and die with their parent
-            found[int(entry.name)] = cmdline[:200]
+    for pid in proctable.pids():
+        # zombies have an empty command line and die with their parent
+        if marker in proctable.environ(pid) and (args := proctable.argv(pid)):
+            found[pid] = " ".join(args)[:200]
     return found
-
-
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every process."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    return parents
-
-
-def _descends_from(pid: int, roots: set[int], parents: dict[int, int]) -> bool:
-    """True when ``pid`` is one of ``roots`` or runs below one of them."""
-    seen: set[int] = set()
-    while pid > 1 and pid not in seen:
-        if pid in roots:
-            return True
-        seen.add(pid)
-        pid = parents.get(pid, 0)
-    return False
-
-
-def _running(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False

@@ -7,17 +7,17 @@ takes it out again and runs the sandbox's cleanup, which kills (and counts) anyt
 
 from __future__ import annotations
 
-import contextlib
 import json
 import select
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests import proctable
 
 from .measure import BenchError
 from .sandbox import Sandbox
@@ -124,18 +124,7 @@ class Server:
     # -- its processes ---------------------------------------------------------------------------------
     def children(self) -> list[int]:
         """PIDs of the `claude` processes whose parent is the server."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == self.pid and Path(argv0).name == "claude":
-                found.append(int(entry.name))
-        return sorted(found)
+        return proctable.claude_children(self.pid)
 
     def settle(self, *, least: int = 0, most: int | None = None, minimum: float = 0.3, quiet: float = 0.3) -> float:
         """Wait until the server and its children have used no CPU for ``quiet`` seconds (a replacement warm
@@ -212,13 +201,12 @@ processes the way the binary's file-backed pages are; peak resident."""
 
 def memory_kib(pid: int) -> dict[str, int]:
     """:data:`MEMORY_FIELDS` of a process, from ``/proc/<pid>/status``, in KiB."""
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    if not (status := proctable.status(pid)):
+        raise BenchError(f"process {pid} ended before its memory was read")
     return {name: int(status[name].split()[0]) for name in MEMORY_FIELDS}
 
 
 def _cpu_ticks(pid: int) -> int:
     """User + system CPU time of a process, in clock ticks (0 once it is gone)."""
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    return 0
+    fields = proctable.stat(pid)
+    return int(fields[11]) + int(fields[12]) if fields else 0

@@ -9,7 +9,6 @@ After each test, no `claude` process (real or fake) started during it may still 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ import pytest
 
 from llm_claude_max import config, routes
 
+from . import proctable
 from .fakeapi import FakeAnthropicAPI
 
 TESTS = Path(__file__).parent
@@ -106,35 +106,18 @@ def _claude_processes() -> dict[int, str]:
     """`claude` processes (real or fake) started by this test run, whatever their parent now is."""
     marker = f"{RUN_MARKER}={RUN_ID}".encode()
     found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        except OSError:
-            continue
-        if not args or not args[0]:
-            continue
-        first = Path(args[0].decode(errors="replace")).name
-        joined = b" ".join(args).decode(errors="replace")
-        if first in ("claude", "claude.exe") or "fake_claude.py" in joined or joined == f"sleep {ORPHAN_MARKER}":
-            try:
-                environ = (entry / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if marker in environ:
-                found[int(entry.name)] = joined[:200]
+    for pid in proctable.pids():
+        args = proctable.argv(pid)
+        joined = " ".join(args)
+        ours = proctable.is_claude(args) or "fake_claude.py" in joined or joined == f"sleep {ORPHAN_MARKER}"
+        if ours and marker in proctable.environ(pid):
+            found[pid] = joined[:200]
     return found
 
 
 def _states(pids: Iterable[int]) -> dict[int, str]:
     """State, parent and process group of each pid, to tell a stuck kill from a forgotten child."""
-    states = {}
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            states[pid] = f"state={fields[0]} ppid={fields[1]} pgid={fields[2]}"
-    return states
+    return {pid: f"state={f[0]} ppid={f[1]} pgid={f[2]}" for pid in pids if (f := proctable.stat(pid))}
 
 
 @pytest.fixture(autouse=True)

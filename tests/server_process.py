@@ -13,6 +13,8 @@ from pathlib import Path
 
 import openai
 
+from . import proctable
+
 BIN = Path(sys.executable).parent
 
 
@@ -35,19 +37,7 @@ class Server:
 
     def children(self) -> list[int]:
         """PIDs of `claude` processes whose parent is the server."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.proc.pid and b"claude" in Path(argv0.decode(errors="replace")).name.encode():
-                found.append(int(entry.name))
-        return found
+        return proctable.claude_children(self.proc.pid)
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         for client in self.clients:
