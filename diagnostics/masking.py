@@ -7,7 +7,7 @@ type prefix so an API key (``sk-ant-api03-``) can be told from an OAuth token (`
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 MASK = "*" * 16
 _PREFIX = re.compile(r"^(sk-ant-[a-z]+\d*-)")
@@ -30,7 +30,8 @@ def mask_embedded(text: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """Hide a URL's user-info part and the values of its query (``?key=...``)."""
+    """Hide a URL's user-info part, the values of its query (``?key=...``; a part without ``=`` whole)
+    and its fragment."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -41,7 +42,8 @@ def mask_url(url: str) -> str:
     if parts.username or parts.password:
         parts = parts._replace(netloc=f"{MASK}@{host}")
     if parts.query:
-        parts = parts._replace(
-            query=urlencode([(k, MASK) for k, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
-        )
+        query = "&".join(f"{part.split('=', 1)[0]}={MASK}" if "=" in part else MASK for part in parts.query.split("&"))
+        parts = parts._replace(query=query)
+    if parts.fragment:
+        parts = parts._replace(fragment=MASK)
     return mask_embedded(urlunsplit(parts))

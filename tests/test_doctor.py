@@ -10,7 +10,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -485,10 +485,10 @@ FILE_SECRETS = {
 }
 
 
-def _assert_no_secret(output: str) -> None:
+def _assert_no_secret(output: str, secrets: Iterable[str] = (*SECRETS.values(), *FILE_SECRETS.values())) -> None:
     """No 6-character window of any secret's private core (``MASKME`` and the 10 characters after it;
     the mask may show a secret's public prefix and its last 4 characters) appears in the output."""
-    cores = [secret[secret.index("MASKME") :][:16] for secret in [*SECRETS.values(), *FILE_SECRETS.values()]]
+    cores = [secret[secret.index("MASKME") :][:16] for secret in secrets]
     for token in ("FAKEACCESSTOKEN", "FAKEREFRESHTOKEN"):  # the login file's tokens (see conftest.write_login)
         assert token not in output
     for core in cores:
@@ -507,6 +507,24 @@ def test_secrets_never_appear(login: Path, home: Path, project: Path, monkeypatc
         code, output = run_doctor(*args)
         assert code in (0, 1)
         _assert_no_secret(output)
+
+
+URL_SECRETS = {  # a token in a query without `=`, in a query value, in a fragment
+    "ANTHROPIC_BASE_URL": "https://gateway.example/v1?MASKMEa1Sd2Fg3Hj4K",
+    "CLAUDE_MAX_BASE_URL": "https://gateway.example/v1?user=me&key=MASKMEz9Xc8Vb7Nm6L",
+    "HTTPS_PROXY": "http://proxy.example:3128/#MASKMEq2We3Rt4Yu5I",
+}
+
+
+def test_secrets_in_endpoint_urls_never_appear(login: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in URL_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    for args in (["--offline"], ["--offline", "--verbose"], ["--offline", "--json"]):
+        code, output = run_doctor(*args)
+        assert code in (0, 1)
+        if len(args) > 1:  # the details show the URLs, masked
+            assert "gateway.example/v1?" in output and "proxy.example:3128" in output
+        _assert_no_secret(output, URL_SECRETS.values())
 
 
 # -- plugins through a real entry point ---------------------------------------------------------------------
