@@ -83,7 +83,6 @@ class Probe:
     """The CLI's own answer to ``initialize`` (no API call)."""
 
     route: guard.RouteReport | None
-    account: dict[str, Any] | None
     error: str | None = None
     complete: bool = True
     """The CLI loaded every settings file the static reading considered."""
@@ -120,12 +119,17 @@ class Context:
         return managed_dirs(self.platform)
 
     @fact
-    def keychain_login(self) -> Login | None:
-        """On macOS Claude Code keeps the login in the Keychain; read its metadata through keyring."""
+    def keychain_state(self) -> keychain.KeyringState | None:
+        """On macOS Claude Code keeps the login in the Keychain: its item (metadata only), probed once.
+        ``None`` on other platforms."""
         if self.platform != "darwin":
             return None
-        state = keychain.probe(keychain.CLAUDE_SERVICE, self.env.get("USER"), metadata=True)
-        if state.state != "backend" or not state.item_present:
+        return keychain.probe(keychain.CLAUDE_SERVICE, self.env.get("USER"), metadata=True)
+
+    @fact
+    def keychain_login(self) -> Login | None:
+        state = self.keychain_state
+        if state is None or state.state != "backend" or not state.item_present:
             return None
         meta = state.metadata
         blob = {"claudeAiOauth": {**meta, "refreshToken": "present" if meta.get("refreshToken") else ""}}
@@ -165,11 +169,10 @@ class Context:
         try:
             client = ClaudeCLI(env=self.env, settings=self.settings)
             sources = "user" if untrusted else None
-            route, answer = asyncio.run(client.probe(plain=plain, cwd=self.cwd, timeout=30, setting_sources=sources))
+            route, _ = asyncio.run(client.probe(plain=plain, cwd=self.cwd, timeout=30, setting_sources=sources))
         except ClaudeMaxError as exc:
-            return Probe(None, None, exc.message, complete=not untrusted)
-        account = answer.get("account")
-        return Probe(route, account if isinstance(account, dict) else None, complete=not untrusted)
+            return Probe(None, exc.message, complete=not untrusted)
+        return Probe(route, complete=not untrusted)
 
     @fact
     def plain_probe(self) -> Probe:

@@ -32,11 +32,10 @@ SCOPES = ("user", "project", "local", "managed")  # increasing priority
 COMMAND_SETTINGS = ("apiKeyHelper", "hooks", "awsAuthRefresh", "awsCredentialExport", "otelHeadersHelper")
 """Settings that make the CLI run a command when it starts."""
 
-ACTIVE_CLOUD_SWITCHES = {
-    f"CLAUDE_CODE_USE_{p}"
-    for p in ("BEDROCK", "VERTEX", "FOUNDRY", "MANTLE", "ANTHROPIC_AWS", "ANTHROPIC_GOOGLE_CLOUD")
-}
+ACTIVE_CLOUD_SWITCHES = {f"CLAUDE_CODE_USE_{p}" for p in routes.CLOUD_PROVIDERS}
 ACTIVE_PROFILE = {"ANTHROPIC_PROFILE", "ANTHROPIC_FEDERATION_RULE_ID"}
+OFF = ("", "0", "false", "no", "off")
+"""Values that leave a switch variable off."""
 
 PROFILE_FILES = (
     ".bashrc", ".bash_profile", ".bash_login", ".profile", ".zshrc", ".zprofile", ".zshenv", ".zlogin",
@@ -117,7 +116,6 @@ class Endpoint:
     name: str
     display: str
     source: Source
-    ours: bool
 
 
 @dataclass(frozen=True)
@@ -229,9 +227,6 @@ class Discovery:
                 )
             )
         self.credentials.sort(key=lambda c: (c.rung, not c.active))
-        plain = self._effective(ours=False)
-        self.bare = plain.get("CLAUDE_CODE_SIMPLE", ("",))[0].strip().lower() not in ("", "0", "false", "no", "off")
-        """Bare mode in plain `claude -p`: the login and setup tokens are never read."""
         self.project_commands = [
             f"{short_path(f.path, self.home)}: {key}"
             for f in self.settings
@@ -292,6 +287,8 @@ class Discovery:
 
     def _scan_variables(self) -> None:
         plain = self._effective(ours=False)
+        self.bare = plain.get("CLAUDE_CODE_SIMPLE", ("",))[0].strip().lower() not in OFF
+        """Bare mode in plain `claude -p`: the login and setup tokens are never read."""
         ours = self._effective(ours=True)
         defined = find_definitions(set(routes.BY_NAME), self.profile_files(), self.home)
         self.definitions = defined
@@ -309,13 +306,13 @@ class Discovery:
                 display = self._display(variable, value)
                 where = tuple(defined.get(variable.name, ())) if source.kind == "env" else ()
                 if variable.kind is Kind.ENDPOINT or variable.kind is Kind.NETWORK:
-                    self.endpoints.append(Endpoint(variable.name, display, source, in_ours))
+                    self.endpoints.append(Endpoint(variable.name, display, source))
                 elif variable.kind in routes.KIND_RUNG:
                     active = (
                         variable.kind not in (Kind.CLOUD, Kind.PROFILE)
                         or variable.name in ACTIVE_CLOUD_SWITCHES | ACTIVE_PROFILE
                     )
-                    if variable.name in ACTIVE_CLOUD_SWITCHES and value.strip().lower() in ("0", "false", "no", "off"):
+                    if variable.name in ACTIVE_CLOUD_SWITCHES and value.strip().lower() in OFF:
                         active = False
                     self.credentials.append(
                         Credential(

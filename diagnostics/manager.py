@@ -124,7 +124,10 @@ def _run_one(plugin: str, check: Check, ctx: Context) -> CheckResult:
         result.findings.append(Finding(Status.SKIP, "Not run (--offline)"))
     else:
         try:
-            result.findings.extend(check.run(ctx))
+            for finding in check.run(ctx) or ():
+                if not isinstance(finding, Finding):
+                    raise TypeError(f"yielded {type(finding).__name__} {finding!r:.80}, not a Finding")
+                result.findings.append(finding)
         except Exception as exc:
             detail = mask_embedded("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-2000:])
             result.findings.append(

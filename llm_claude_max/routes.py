@@ -44,12 +44,13 @@ def _v(name: str, kind: Kind, note: str, *, secret: bool = False, removed: bool 
     return RouteVariable(name, kind, secret, removed, note)
 
 
-_CLOUD_SWITCHES = ("BEDROCK", "VERTEX", "FOUNDRY", "MANTLE", "ANTHROPIC_AWS", "ANTHROPIC_GOOGLE_CLOUD")
+CLOUD_PROVIDERS = ("BEDROCK", "VERTEX", "FOUNDRY", "MANTLE", "ANTHROPIC_AWS", "ANTHROPIC_GOOGLE_CLOUD")
+"""Providers with a ``CLAUDE_CODE_USE_<PROVIDER>`` switch."""
 
 VARIABLES: tuple[RouteVariable, ...] = (
     # -- rung 1: cloud providers ------------------------------------------------------------
-    *(_v(f"CLAUDE_CODE_USE_{p}", Kind.CLOUD, "switches the CLI to a cloud provider") for p in _CLOUD_SWITCHES),
-    *(_v(f"CLAUDE_CODE_SKIP_{p}_AUTH", Kind.CLOUD, "a gateway signs cloud requests") for p in _CLOUD_SWITCHES),
+    *(_v(f"CLAUDE_CODE_USE_{p}", Kind.CLOUD, "switches the CLI to a cloud provider") for p in CLOUD_PROVIDERS),
+    *(_v(f"CLAUDE_CODE_SKIP_{p}_AUTH", Kind.CLOUD, "a gateway signs cloud requests") for p in CLOUD_PROVIDERS),
     _v("CLAUDE_CODE_PROVIDER_MANAGED_BY_HOST", Kind.CLOUD, "a host application chooses the provider"),
     _v("AWS_BEARER_TOKEN_BEDROCK", Kind.CLOUD, "Bedrock API key", secret=True),
     _v("ANTHROPIC_FOUNDRY_API_KEY", Kind.CLOUD, "Microsoft Foundry key", secret=True),
@@ -75,7 +76,7 @@ VARIABLES: tuple[RouteVariable, ...] = (
     ),
     _v("CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR", Kind.API_KEY, "API key read from a file descriptor"),
     _v("CLAUDE_CODE_API_KEY_HELPER_TTL_MS", Kind.MODE, "refresh interval of an apiKeyHelper script"),
-    # -- rung 5: subscription token (kept: it is the subscription) ---------------------------
+    # -- rung 6: subscription token (kept: it is the subscription) ---------------------------
     _v(
         "CLAUDE_CODE_OAUTH_TOKEN",
         Kind.SUBSCRIPTION,
@@ -89,7 +90,7 @@ VARIABLES: tuple[RouteVariable, ...] = (
         "subscription token read from a file descriptor",
         removed=False,
     ),
-    # -- rung 6: profiles and federation ------------------------------------------------------
+    # -- rung 7: profiles and federation ------------------------------------------------------
     _v("ANTHROPIC_PROFILE", Kind.PROFILE, "selects an Anthropic profile"),
     _v("ANTHROPIC_FEDERATION_RULE_ID", Kind.PROFILE, "workload identity federation"),
     _v("ANTHROPIC_ORGANIZATION_ID", Kind.PROFILE, "workload identity federation"),

@@ -161,6 +161,14 @@ def test_setup_token(monkeypatch: pytest.MonkeyPatch) -> None:
     doc = doctor_json("--offline")
     assert doc["billing"]["plain_cli"]["route"] == doc["billing"]["llm_claude_max"]["route"] == "subscription"
     assert statuses(doc, "login.present") == ["ok"]
+    assert findings(doc, "login.present")[0]["summary"].startswith("CLAUDE_CODE_OAUTH_TOKEN holds")
+
+
+def test_setup_token_through_a_file_descriptor_is_named_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR", "3")
+    present = findings(doctor_json("--offline"), "login.present")[0]
+    assert present["summary"].startswith("CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR holds")
+    assert present["source"] == "env:CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR"
 
 
 def test_api_key_without_login(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -407,6 +415,15 @@ def test_bare_mode_ignores_the_login(login: Path, monkeypatch: pytest.MonkeyPatc
     assert doc["billing"]["llm_claude_max"]["route"] == "subscription"  # removed for llm-claude-max
     rows = {row[0]: row for row in findings(doc, "credentials.precedence")[0]["table"][1:]}
     assert rows["/login (claude.ai)"][3:] == ["bare mode", "WINS"]
+    assert any("bare mode" in f["summary"] for f in findings(doc, "tos.tier"))
+
+
+@pytest.mark.parametrize("value", ["0", "false", "off"])
+def test_bare_mode_switched_off(login: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CLAUDE_CODE_SIMPLE", value)
+    doc = doctor_json("--offline")
+    assert statuses(doc, "billing.verdict") == ["ok", "ok"]
+    assert not any("bare mode" in f["summary"] for f in findings(doc, "tos.tier"))
 
 
 def test_secrets_in_helper_commands_and_url_queries(login: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -538,9 +555,16 @@ def good(ctx):
 def crashes(ctx):
     raise RuntimeError("boom sk-ant-api03-PLUGINSECRET0000-zzzz")
 
+def not_findings(ctx):
+    return ["oops"]
+
 @hookimpl
 def doctor_checks():
-    return [Check("acme.good", "Acme good", "Acme", good), Check("acme.crash", "Acme crash", "Acme", crashes)]
+    return [
+        Check("acme.good", "Acme good", "Acme", good),
+        Check("acme.crash", "Acme crash", "Acme", crashes),
+        Check("acme.odd", "Acme odd", "Acme", not_findings),
+    ]
 """
 
 BROKEN_LISTING = """
@@ -582,6 +606,8 @@ def test_third_party_plugins_load_and_crash_in_isolation(plugin_path: Path, logi
     assert by_id["acme.good"]["plugin"] == "acme" and by_id["acme.good"]["findings"][0]["status"] == "warn"
     assert by_id["acme.crash"]["status"] == "error"
     assert "RuntimeError: boom" in by_id["acme.crash"]["findings"][0]["summary"]
+    assert by_id["acme.odd"]["status"] == "error"
+    assert "TypeError: yielded str 'oops', not a Finding" in by_id["acme.odd"]["findings"][0]["summary"]
     assert "PLUGINSECRET" not in json.dumps(doc)
     assert by_id["plugin.broken"]["findings"][0]["summary"] == "The plugin 'broken' failed to list its checks"
     assert by_id["plugin.missing"]["findings"][0]["summary"] == "The plugin 'missing' could not be loaded"

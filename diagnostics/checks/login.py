@@ -6,6 +6,7 @@ import datetime as dt
 import os
 from collections.abc import Iterator
 
+from llm_claude_max import guard
 from llm_claude_max.routes import Rung
 
 from .. import keychain
@@ -43,9 +44,9 @@ def present(ctx: Context) -> Iterator[Finding]:
     if token is not None:
         yield Finding(
             Status.OK,
-            f"CLAUDE_CODE_OAUTH_TOKEN holds a subscription token ({token.display})",
+            f"{token.name} holds a subscription token ({token.display})",
             detail="A `claude setup-token` token is valid for one year from when it was made; its date is not stored.",
-            source=f"{token.source.kind}:CLAUDE_CODE_OAUTH_TOKEN",
+            source=f"{token.source.kind}:{token.name}",
         )
     login = discovery.login
     if login is None:
@@ -61,7 +62,7 @@ def present(ctx: Context) -> Iterator[Finding]:
     if login.error:
         yield Finding(Status.FAIL, f"The stored login cannot be read: {login.error}", fix=LOGIN_FIX, source=where)
         return
-    plan = f"Claude {login.plan.title()}" if login.plan else "claude.ai (plan unknown)"
+    plan = guard.plan_name(login.plan) or "claude.ai (plan unknown)"
     now = dt.datetime.now(dt.UTC)
     if "user:inference" not in login.scopes and login.scopes:
         yield Finding(Status.WARN, f"The {plan} login lacks the user:inference scope", fix=LOGIN_FIX, source=where)
@@ -128,8 +129,7 @@ def file_permissions(ctx: Context) -> Iterator[Finding]:
 
 
 def keyring_state(ctx: Context) -> Iterator[Finding]:
-    if ctx.platform == "darwin":
-        state = keychain.probe(keychain.CLAUDE_SERVICE, ctx.env.get("USER"))
+    if (state := ctx.keychain_state) is not None:  # macOS
         if state.state == "backend":
             present = "holds" if state.item_present else "has no"
             yield Finding(

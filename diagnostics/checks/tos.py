@@ -58,7 +58,7 @@ def tier(ctx: Context) -> Iterator[Finding]:
             "ToS-clean, pay-as-you-go: plain `claude -p` here uses an API credential, the documented way to automate",
             links=(LEGAL,),
         )
-    if ctx.env.get("CLAUDE_CODE_SIMPLE"):
+    if d.bare:
         yield Finding(
             Status.INFO,
             "CLAUDE_CODE_SIMPLE (bare mode) is set: plain `claude -p` never reads your login, "
