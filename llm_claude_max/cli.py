@@ -208,7 +208,10 @@ def server_key(rotate: bool) -> None:
     """Print the API key of `claude-max serve` (created on first use; kept in the OS keyring or a 0600 file)."""
     from .server import keys
 
-    key, where = keys.load(rotate=rotate)
+    try:
+        key, where = keys.load(rotate=rotate)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(key)
     click.echo(f"(kept in {where})", err=True)
 

@@ -76,7 +76,9 @@ class PaidUsageRefused(ClaudeMaxError):
     """What the model had already answered when the CLI was stopped (already paid for)."""
 
     def __str__(self) -> str:
-        # Kept in the message: a caller that did not stream never saw this answer, which was paid for.
+        # Kept in the message in every mode (a terminal that streamed shows it twice): `response.text()`,
+        # a non-streaming request and an error before the first delta never show the chunks, and the
+        # answer was paid for.
         answer = f"\n\nThe answer served from extra usage was:\n{self.partial_text}" if self.partial_text else ""
         return super().__str__() + answer
 

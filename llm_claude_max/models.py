@@ -140,7 +140,7 @@ class _Shared:
     def __str__(self) -> str:
         return f"Claude Max via Claude Code CLI{self.kind}: {self.model_id}"
 
-    async def _stream(self, prompt: llm.Prompt, stream: bool, response: Any) -> AsyncIterator[StreamEvent]:
+    async def _stream(self, prompt: llm.Prompt, response: Any) -> AsyncIterator[StreamEvent]:
         options: ClaudeMaxOptions = prompt.options  # type: ignore[assignment]
         try:
             settings = config.Settings.from_env()
@@ -292,7 +292,7 @@ class ClaudeMax(_Shared, llm.Model):
     def execute(
         self, prompt: llm.Prompt, stream: bool, response: llm.Response, conversation: llm.Conversation | None
     ) -> Iterator[StreamEvent]:
-        yield from iterate_sync(lambda: self._stream(prompt, stream, response))
+        yield from iterate_sync(lambda: self._stream(prompt, response))
 
 
 class AsyncClaudeMax(_Shared, llm.AsyncModel):
@@ -301,5 +301,5 @@ class AsyncClaudeMax(_Shared, llm.AsyncModel):
     async def execute(  # type: ignore[override]
         self, prompt: llm.Prompt, stream: bool, response: llm.AsyncResponse, conversation: llm.AsyncConversation | None
     ) -> AsyncIterator[StreamEvent]:
-        async for event in self._stream(prompt, stream, response):
+        async for event in self._stream(prompt, response):
             yield event

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -49,18 +50,27 @@ def pinned_cli_path() -> Path:
     return path
 
 
-REAL_HOME = Path.home()
+@pytest.fixture(scope="session")
+def nowhere_proxy() -> Iterator[str]:
+    """The HTTPS proxy of every test: a loopback port that refuses connections (bound, never listening).
+    A real CLI that reaches for a real host (plain `claude -p` with an API key contacts
+    api.anthropic.com before it answers ``initialize``) is refused on this machine instead."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 # -- isolation ------------------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
-def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, nowhere_proxy: str) -> Iterator[Path]:
     for variable in routes.VARIABLES:
         monkeypatch.delenv(variable.name, raising=False)
     for name in config.DOCUMENTED:
         monkeypatch.delenv(name, raising=False)
     for name in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "LLM_LOAD_PLUGINS", "CLAUDECODE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", nowhere_proxy)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the fake API and the server under test
     home = tmp_path / "home"
     (home / ".claude").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))

@@ -287,6 +287,7 @@ def test_old_cli_and_several_installs(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 
 def test_base_url_and_proxy(login: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_PROXY")  # set for every test by conftest
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "https://user:hunter2secret@gateway.example/v1")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("CLAUDE_MAX_BASE_URL", "http://127.0.0.1:9999")
@@ -735,3 +736,19 @@ def test_credentials_file_mode_is_never_changed(login: Path) -> None:
     before = stat.S_IMODE(login.stat().st_mode)
     run_doctor("--offline")
     assert stat.S_IMODE(login.stat().st_mode) == before
+
+
+@pytest.mark.real_cli
+def test_cross_check_hands_credential_file_descriptors_to_the_cli(
+    real_cli: FakeAnthropicAPI, login: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read, write = os.pipe()
+    os.write(write, API_KEY.encode())
+    os.close(write)
+    monkeypatch.setenv("CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR", str(read))
+    try:
+        doc = doctor_json("billing", "crosscheck")
+    finally:
+        os.close(read)
+    plain = findings(doc, "crosscheck.plain")[0]
+    assert plain["status"] == "ok" and plain["data"]["cli_route"] == plain["data"]["doctor_route"] == "api_key"

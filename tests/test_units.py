@@ -401,3 +401,27 @@ def test_errors_become_llm_model_errors_and_stay_precise() -> None:
     assert isinstance(error, llm.ModelError) and isinstance(error, UsageLimitReached)
     assert error.limit == "five_hour" and str(error) == "limit"
     assert type(error).__name__ == "UsageLimitReached"
+
+
+# -- claude-max server-key ----------------------------------------------------------------------------------
+
+
+def test_server_key_is_created_once_kept_private_and_rotated(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from llm_claude_max import paths
+    from llm_claude_max.cli import cli
+
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")  # no keyring: the file
+    first = CliRunner().invoke(cli, ["server-key"])
+    assert first.exit_code == 0 and first.stdout.startswith("cmx-")
+    path = paths.state_dir() / "server-key"
+    assert f"(kept in {path})" in first.stderr and path.stat().st_mode & 0o777 == 0o600
+    assert CliRunner().invoke(cli, ["server-key"]).stdout == first.stdout
+    rotated = CliRunner().invoke(cli, ["server-key", "--rotate"])
+    assert rotated.exit_code == 0 and rotated.stdout.startswith("cmx-") and rotated.stdout != first.stdout
+
+    monkeypatch.setenv("CLAUDE_MAX_SERVER_KEY", "short")
+    short = CliRunner().invoke(cli, ["server-key"])
+    assert short.exit_code == 1 and "CLAUDE_MAX_SERVER_KEY is shorter than 16 characters." in short.stderr
+    assert short.exception is None or isinstance(short.exception, SystemExit)

@@ -100,15 +100,12 @@ class ClaudeCLI:
                 policy=guard.Policy(),
                 lock=self.lock,
                 timeouts=timeouts,
+                pass_fds=_inherited_fds(env),
             )
         else:
             session = self.session(CommandSpec(persist_session=False), policy=guard.Policy(), timeouts=timeouts)
-        try:
+        async with session:  # closed when done; killed on any error or cancellation
             route = await session.start(enforce=False)
-        except Exception:
-            await session.kill()
-            raise
-        await session.close()
         catalog.remember(session.initialize.get("models"), self.env)
         return route, session.initialize
 

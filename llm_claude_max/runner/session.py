@@ -297,7 +297,7 @@ class Session:
         proc = await asyncio.create_subprocess_exec(
             str(self.cli), "auth", "status", "--json",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=dict(self.env), cwd=str(self.cwd), start_new_session=True,
+            env=dict(self.env), cwd=str(self.cwd), start_new_session=True, pass_fds=tuple(self.pass_fds),
         )  # fmt: skip
         try:
             async with asyncio.timeout(self.timeouts.start):

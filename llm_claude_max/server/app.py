@@ -23,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .. import catalog, guard
-from ..errors import ClaudeMaxError, InvalidRequest
+from ..errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused
 from ..runner.session import Done, Notice, Reasoning, Text
 from ..transcript import media_block
 from . import keys, openai_api
@@ -59,7 +59,7 @@ def error(status: int, message: str, code: str, headers: dict[str, str] | None =
 
 
 def error_for(exc: ClaudeMaxError) -> JSONResponse:
-    lock = guard.OverageLock().read() if exc.code == "paid_usage_refused" else None
+    lock = guard.OverageLock().read() if isinstance(exc, PaidUsageRefused) else None
     until = lock.get("until") if lock else None
     status, body, headers = openai_api.error_for(exc, lock_until=until if isinstance(until, int) else None)
     return JSONResponse(body, status_code=status, headers=headers)

@@ -46,7 +46,7 @@ def _file(env: Mapping[str, str]) -> Path:
     return paths.state_dir(env) / "server-key"
 
 
-def load(env: Mapping[str, str] | None = None, *, create: bool = True, rotate: bool = False) -> tuple[str | None, str]:
+def load(env: Mapping[str, str] | None = None, *, rotate: bool = False) -> tuple[str, str]:
     """The key and where it is kept (``$CLAUDE_MAX_SERVER_KEY``, ``keyring`` or the file path)."""
     env = os.environ if env is None else env
     given = env.get(config.SERVER_KEY, "")
@@ -60,8 +60,6 @@ def load(env: Mapping[str, str] | None = None, *, create: bool = True, rotate: b
         stored = None if rotate else _with_timeout(lambda: keyring.get_password(SERVICE, ACCOUNT))
         if stored and len(stored) >= MIN_LENGTH:
             return stored, "keyring"
-        if not create:
-            raise LookupError
         key = new_key()
         _with_timeout(lambda: keyring.set_password(SERVICE, ACCOUNT, key))
         if _with_timeout(lambda: keyring.get_password(SERVICE, ACCOUNT)) == key:
@@ -75,8 +73,6 @@ def load(env: Mapping[str, str] | None = None, *, create: bool = True, rotate: b
         stored = path.read_text().strip()
         if len(stored) >= MIN_LENGTH:
             return stored, str(path)
-    if not create:
-        return None, "none"
     key = new_key()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
