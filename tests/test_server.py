@@ -214,6 +214,9 @@ def test_ignored_parameters_are_reported(server: Server) -> None:
     response = chat(server, temperature=0.2, max_tokens=10, reasoning_effort="high")
     assert response.status_code == 200
     assert response.headers["x-claude-max-ignored"] == "max_tokens, temperature"
+    # Names a header cannot carry are counted, not copied (they once made the finished answer a 500).
+    odd = chat(server, **{"temperature€": 1, "a\nb": 2, "top_p": 1})
+    assert odd.status_code == 200 and odd.headers["x-claude-max-ignored"] == "top_p, 2 more"
 
 
 def test_reasoning_effort_maps_to_effort(server: Server, real_cli: FakeAnthropicAPI) -> None:
@@ -229,6 +232,8 @@ def test_reasoning_effort_maps_to_effort(server: Server, real_cli: FakeAnthropic
     [
         ({"model": "gpt-4o"}, 404, "model_not_found"),
         ({"messages": []}, 400, "invalid_request"),
+        ({"messages": 5}, 400, "invalid_request"),
+        ({"messages": [{"role": [], "content": "x"}]}, 400, "invalid_request"),
         ({"messages": [{"role": "assistant", "content": "x"}]}, 400, "invalid_request"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "invalid_request"),
         ({"n": 3}, 400, "invalid_request"),

@@ -97,6 +97,9 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(_wait_disconnect(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled ourselves (server shutdown): the work goes too
+        task.cancel()
+        raise
     finally:
         watcher.cancel()
     if task.done():
@@ -125,10 +128,10 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
             raise InvalidRequest("The request body is nested too deeply.") from None
 
     async def fetch_images(body: Any) -> dict[str, Any]:
+        if not config.allow_remote_images:
+            return {}
         urls = openai_api.remote_image_urls(body)
         if not urls:
-            return {}
-        if not config.allow_remote_images:
             return {}
         fetched: dict[str, Any] = {}
         async with httpx.AsyncClient(timeout=10.0, follow_redirects=True) as client:
@@ -163,10 +166,15 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
             return error_for(exc)
         headers = {openai_api.IGNORED_HEADER: ", ".join(chat_request.ignored)} if chat_request.ignored else {}
         slot = engine.slot()
+        admission = asyncio.ensure_future(slot.__aenter__())
         try:
-            await slot.__aenter__()
+            await unless_disconnected(request, admission)  # a caller that gives up while queued leaves
         except ClaudeMaxError as exc:
             return error_for(exc)
+        except ClientGone:
+            if not admission.cancelled() and admission.exception() is None:  # admitted as it left
+                await slot.__aexit__(None, None, None)
+            return Response(status_code=499)
         events = engine.turn(chat_request, partition_of(request, chat_request.user))
         request_id, created = openai_api.new_id(), int(time.time())
         buffered: list[Any] = []
@@ -212,7 +220,7 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
             finally:
                 await events.aclose()
                 await slot.__aexit__(None, None, None)
-            return JSONResponse(openai_api.completion(request_id, created, outcome, start), headers=headers)
+            return JSONResponse(openai_api.completion(request_id, created, chat_request.model, outcome, start), headers=headers)
 
         async def stream() -> AsyncIterator[bytes]:
             model = chat_request.model

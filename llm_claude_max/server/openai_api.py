@@ -31,6 +31,7 @@ OPENAI_EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "hi
 UNSUPPORTED_ROLES = {"tool", "function"}
 HANDLED = {"model", "messages", "stream", "stream_options", "response_format", "reasoning_effort", "user", "n",
            "tools", "functions", "claude_max"}  # fmt: skip
+HEADER_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$", re.DOTALL)
 
 
@@ -153,7 +154,8 @@ def _user_blocks(content: Any, where: str, remote: dict[str, Block]) -> list[Blo
 def remote_image_urls(body: Any) -> list[str]:
     """http(s) image URLs in a request body (fetched by the app when allowed)."""
     urls = []
-    for message in body.get("messages") or [] if isinstance(body, dict) else []:
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for message in messages if isinstance(messages, list) else []:
         content = message.get("content") if isinstance(message, dict) else None
         for part in content if isinstance(content, list) else []:
             image = part.get("image_url") if isinstance(part, dict) else None
@@ -193,6 +195,8 @@ def parse(body: Any, remote: dict[str, Block] | None = None) -> ChatRequest:
         if not isinstance(message, dict):
             raise InvalidRequest(f"{where} must be an object.")
         role = message.get("role")
+        if not isinstance(role, str):
+            raise InvalidRequest(f"{where}: `role` must be a string (system, developer, user or assistant).")
         if role in ("system", "developer"):
             text = _text_of(message.get("content"), where)
             if text:
@@ -260,7 +264,11 @@ def parse(body: Any, remote: dict[str, Block] | None = None) -> ChatRequest:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequest("`user` must be a string.")
-    ignored = tuple(sorted(k for k in body if k not in HANDLED and body[k] is not None))
+    # Named in a response header: only names a header can carry (the rest are counted).
+    unknown = [k for k in body if k not in HANDLED and body[k] is not None]
+    ignored = tuple(sorted(k for k in unknown if HEADER_SAFE_NAME.fullmatch(k)))
+    if len(ignored) < len(unknown):
+        ignored += (f"{len(unknown) - len(ignored)} more",)
     return ChatRequest(
         model=model,
         cli_model=cli_model,
@@ -327,12 +335,13 @@ def metadata(outcome: Outcome, start: Start) -> dict[str, Any]:
     }
 
 
-def completion(request_id: str, created: int, outcome: Outcome, start: Start) -> dict[str, Any]:
+def completion(request_id: str, created: int, model: str, outcome: Outcome, start: Start) -> dict[str, Any]:
+    """``model``: the requested id, reported when the CLI did not say which model answered."""
     return {
         "id": request_id,
         "object": "chat.completion",
         "created": created,
-        "model": outcome.model or "claude",
+        "model": outcome.model or model,
         "system_fingerprint": None,
         "choices": [
             {
