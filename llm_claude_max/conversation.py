@@ -69,15 +69,20 @@ def blocks_of(message: Message) -> tuple[Block, ...]:
     return tuple(blocks)
 
 
+def system_text(messages: Sequence[Message]) -> str:
+    """The text of every system message (`llm -s`), in order."""
+    return "\n\n".join(
+        p.text for m in messages if m.role == "system" for p in m.parts if isinstance(p, TextPart) and p.text
+    )
+
+
 def plan(
     messages: Sequence[Message],
     *,
     placement: SystemPlacement,
     transcript_exists: Callable[[str], bool],
 ) -> TurnPlan:
-    system = "\n\n".join(
-        p.text for m in messages if m.role == "system" for p in m.parts if isinstance(p, TextPart) and p.text
-    )
+    system = system_text(messages)
     turns = [m for m in messages if m.role != "system"]
     if not turns or turns[-1].role != "user":
         raise InvalidRequest("There is no new user message to send.")

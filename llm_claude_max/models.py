@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import llm
-from llm.parts import StreamEvent, TextPart
+from llm.parts import StreamEvent
 from pydantic import Field, field_validator
 
 from . import config, conversation, guard, paths, transcript
@@ -229,9 +229,7 @@ class _Shared:
                 f"{', '.join(given)} cannot apply through claude-max serve (the server's own settings decide); "
                 "unset CLAUDE_MAX_SERVER to run the CLI here."
             )
-        system = "\n\n".join(
-            p.text for m in prompt.messages if m.role == "system" for p in m.parts if isinstance(p, TextPart) and p.text
-        )
+        system = conversation.system_text(prompt.messages)
         turns = [Turn(m.role, conversation.blocks_of(m)) for m in prompt.messages if m.role != "system"]
         extension: dict[str, Any] = {"system_placement": (options.system_placement or SystemPlacement.REPLACE).value}
         if options.effort:
@@ -249,12 +247,20 @@ class _Shared:
             connect_timeout=options.start_timeout or 5.0,
         )
         total = options.timeout or Timeouts.total
+        # The deadline bounds each read, never the caller's own work between two events.
+        deadline = None if total is None else asyncio.get_running_loop().time() + total
         try:
-            async with asyncio.timeout(total):
-                async for event in events:
-                    yield event
-        except TimeoutError:
-            raise ClaudeTimeout(f"No complete answer from the claude-max server within {total:g} s.") from None
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        event = await anext(events)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise ClaudeTimeout(f"No complete answer from the claude-max server within {total:g} s.") from None
+                yield event
+        finally:
+            await events.aclose()
 
     def _record(self, response: Any, summary: Summary) -> None:
         usage = summary.usage

@@ -3,6 +3,7 @@ official `openai` client (plus Pydantic AI, LangChain and the llm plugin) as cal
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -594,6 +595,25 @@ def test_llm_plugin_through_the_server_keeps_reasoning_and_refuses_local_options
     assert [e.chunk for e in events if e.type == "reasoning"] == ["Thinking it over."]
     with pytest.raises(llm.ModelError, match="allow_overage cannot apply through claude-max serve"):
         llm.get_model("claude-max").prompt("q", allow_overage=True).text()
+
+
+async def test_llm_async_through_the_server_times_out_without_cancelling_the_caller(
+    server: Server, real_cli: FakeAnthropicAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llm
+
+    from llm_claude_max.errors import ClaudeTimeout
+
+    monkeypatch.setenv("CLAUDE_MAX_SERVER", server.url)
+    gate = threading.Event()
+    real_cli.enqueue(Reply(text="one two three", gate=gate, gate_timeout=30))
+    chunks = []
+    with pytest.raises(ClaudeTimeout, match="within 2 s"):
+        async for chunk in llm.get_async_model("claude-max").prompt("hi", timeout=2):
+            chunks.append(chunk)
+            await asyncio.sleep(2.5)  # the caller's own work, past the deadline: never cancelled
+    gate.set()
+    assert chunks[0] == "one "  # (events already buffered may still arrive after the deadline)
 
 
 def test_llm_plugin_maps_server_errors(serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch) -> None:

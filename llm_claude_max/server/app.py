@@ -220,7 +220,9 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
             finally:
                 await events.aclose()
                 await slot.__aexit__(None, None, None)
-            return JSONResponse(openai_api.completion(request_id, created, chat_request.model, outcome, start), headers=headers)
+            return JSONResponse(
+                openai_api.completion(request_id, created, chat_request.model, outcome, start), headers=headers
+            )
 
         async def stream() -> AsyncIterator[bytes]:
             model = chat_request.model

@@ -8,7 +8,7 @@ rate limit); errors carry the ``code`` of the precise error class, raised again 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +72,7 @@ async def prompt(
     extension: Mapping[str, Any],
     read_timeout: float,
     connect_timeout: float = 5.0,
-) -> AsyncIterator[Text | Reasoning | Notice | Finished]:
+) -> AsyncGenerator[Text | Reasoning | Notice | Finished, None]:
     import httpx
 
     body: dict[str, Any] = {
