@@ -83,6 +83,8 @@ def run(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
             sandbox.kill_leftovers()  # anything it started, found by the sandbox's HOME
         stderr.seek(0)
         errors = stderr.read().decode(errors="replace")

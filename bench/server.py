@@ -117,6 +117,8 @@ class Server:
                     self.proc.wait()
             self.exit_code = self.proc.returncode
         finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
             self.sandbox.spared.discard(self.proc.pid)
             self.sandbox.kill_leftovers()
         return self.exit_code

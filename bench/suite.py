@@ -576,12 +576,14 @@ def _load(server: Server, clients: int, requests: int) -> dict[str, Any]:
     start = time.perf_counter()
     with ThreadPoolExecutor(clients + 1) as pool:
         watching = pool.submit(watchdog)
-        for future in [pool.submit(client) for _ in range(clients)]:
-            future.result()
-        seconds = time.perf_counter() - start
-        if stop.is_set():
-            raise BenchError(f"{server.label}: {most[0]} claude children under load (limit {limit}): it leaks")
-        stop.set()
+        try:
+            for future in [pool.submit(client) for _ in range(clients)]:
+                future.result()
+            seconds = time.perf_counter() - start
+            if stop.is_set():
+                raise BenchError(f"{server.label}: {most[0]} claude children under load (limit {limit}): it leaks")
+        finally:
+            stop.set()  # a client that failed must not leave the watchdog running
         watching.result()
     busy, total = (after - before for after, before in zip(_cpu_jiffies(), cpu_before, strict=True))
     ok = [t for t in turns if t.status == 200]

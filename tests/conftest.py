@@ -164,10 +164,6 @@ def real_cli(monkeypatch: pytest.MonkeyPatch, fake_api: FakeAnthropicAPI) -> Fak
 class FakeCLI:
     dir: Path
 
-    @property
-    def path(self) -> Path:
-        return FAKE_CLAUDE
-
     def scenario(self, **scenario: Any) -> None:
         (self.dir / "scenario.json").write_text(json.dumps(scenario))
 

@@ -190,12 +190,12 @@ def _run_steps(steps: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
+    if args[:1] == ["--version"]:  # answered like the real CLI: `read_version` passes no scenario
+        _out("2.1.328 (Claude Code)")
+        return
     with open(os.environ["FAKE_CLAUDE_SCENARIO"]) as f:
         scenario = json.load(f)
     _log({"argv": args, "env": dict(os.environ), "pid": os.getpid(), "cwd": os.getcwd()})
-    if args[:1] == ["--version"]:
-        _out(f"{scenario.get('version', '2.1.328')} (Claude Code)")
-        return
     if args[:2] == ["auth", "status"]:
         _out(scenario.get("auth_status", {"loggedIn": True, "authMethod": "claude.ai", "subscriptionType": "max"}))
         return

@@ -449,6 +449,7 @@ def test_a_non_streaming_caller_that_gives_up_stops_its_cli(
             json={"model": "claude-max", "messages": [{"role": "user", "content": "hi"}]},
             timeout=httpx.Timeout(5.0, read=3.0),
         )
+    assert len(real_cli.message_requests) == 1  # its CLI was running, held at the gate, when the caller left
     gone_by = time.monotonic() + 1.5
     while server.children() and time.monotonic() < gone_by:
         time.sleep(0.02)
