@@ -5,7 +5,7 @@ A response records the CLI's session id in the provider metadata of its text (``
 ``--resume`` and sends only the new message, when the last assistant message came from us and the
 CLI still has its transcript. Otherwise (another machine, transcripts cleaned up, a conversation
 started with another model) the earlier messages are replayed as context in the first message of a
-new session (:func:`llm_claude_max.transcript.first_message`). ``--session-id`` is never used
+new session (:func:`llm_claude_max.content.first_message`). ``--session-id`` is never used
 (reusing one fails in the CLI).
 """
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from llm import Attachment
 from llm.parts import AttachmentPart, Message, TextPart, ToolCallPart, ToolResultPart
 
+from .content import Block, Turn, first_message, media_block, text_block
 from .errors import InvalidRequest
 from .runner.command import SystemPlacement
-from .transcript import Block, Turn, first_message, media_block, text_block
 
 META = "claude_max"
 

@@ -2,22 +2,28 @@
 
 ```
 ClaudeMaxError
-├── CLINotFound              no `claude` executable (or CLAUDE_MAX_CLI points nowhere)
-├── NotLoggedIn              the CLI has no subscription login
-├── BillingRouteRefused      the CLI would bill an API key, gateway or cloud account
-├── PaidUsageRefused         the plan is exhausted and extra (paid) usage would serve the prompt
-├── UsageLimitReached        the 5-hour / 7-day window is used up; `resets_at` says when it reopens
-├── APIError                 the API failed after the CLI's bounded retries (`status`: 529, 500, ...)
-├── ClaudeTimeout            no answer within a watchdog limit; the CLI was stopped
-├── ProtocolError            the CLI printed something that is not its stream-json protocol
-├── StructuredOutputMissing  --schema was given but the model returned no structured output
-├── SessionNotFound          a conversation to resume is not in the CLI's transcripts
-├── InvalidRequest           bad input (empty prompt, unreadable attachment, bad option)
-└── Cancelled                Ctrl-C, task cancellation, or the CLI was interrupted
+├── NotSent                      refused before anything was sent: nothing was billed
+│   ├── InvalidRequest           400  bad input (empty prompt, unreadable attachment, bad option)
+│   │   └── ModelNotFound        404  the model is not one the CLI offers
+│   ├── SessionNotFound          404  a conversation to continue is not in the CLI's transcripts
+│   ├── ServerBusy               429  every slot and queue place of the server is taken
+│   ├── CLINotFound              503  no `claude` executable (or CLAUDE_MAX_CLI points nowhere)
+│   ├── NotLoggedIn              503  the CLI has no subscription login
+│   └── BillingRouteRefused      503  the CLI would bill an API key, gateway or cloud account
+├── UsageRefused                      the plan's limits: before sending, or stopping a turn at once
+│   ├── UsageLimitReached        429  the 5-hour / 7-day window is used up; `resets_at` says when
+│   └── PaidUsageRefused         429  extra (paid) usage would serve, or served, the prompt
+└── TurnFailed                        failed during a turn: something may have been billed
+    ├── APIError                 502  the API failed after the CLI's bounded retries (503 when overloaded)
+    ├── ClaudeTimeout            504  no answer within a watchdog limit; the CLI was stopped
+    ├── ProtocolError            502  the CLI broke its stream-json protocol, or exited without a result
+    ├── StructuredOutputMissing  502  --schema was given but the model returned no structured output
+    └── Cancelled                499  Ctrl-C, task cancellation, or a caller that went away
 ```
 
-Each class has a stable ``code`` (``usage_limit_reached``...): the ``code`` of the server's
-OpenAI-style errors, mapped back to the class by the plugin.
+Each class has a stable ``code`` (``usage_limit_reached``...), the ``code`` of the server's errors,
+and the ``http_status`` a server answers with. :func:`by_code` maps a code back to its class through
+an explicit registry, whatever modules were imported.
 
 These classes do not depend on `llm` (the doctor and the server use them without it). Through the
 `llm` plugin every one of them is raised as an instance of both its class here and
@@ -33,6 +39,7 @@ class ClaudeMaxError(Exception):
     """Base class: a prompt through the Claude Code CLI failed."""
 
     code = "claude_max_error"
+    http_status = 500
 
     def __init__(self, message: str, *, stderr: str | None = None) -> None:
         self.message = message
@@ -45,45 +52,79 @@ class ClaudeMaxError(Exception):
         return self.message
 
 
-class CLINotFound(ClaudeMaxError):
+# -- refused before anything was sent ------------------------------------------------------------
+
+
+class NotSent(ClaudeMaxError):
+    """Refused before anything reached the API: nothing was billed."""
+
+    code = "not_sent"
+
+
+class InvalidRequest(NotSent):
+    """The request cannot be sent as given."""
+
+    code = "invalid_request"
+    http_status = 400
+
+
+class ModelNotFound(InvalidRequest):
+    """The requested model is not one the CLI offers."""
+
+    code = "model_not_found"
+    http_status = 404
+
+
+class SessionNotFound(NotSent):
+    """The CLI has no transcript for the session being resumed."""
+
+    code = "session_not_found"
+    http_status = 404
+
+
+class ServerBusy(NotSent):
+    """Every slot and queue place of `claude-max serve` is taken."""
+
+    code = "server_busy"
+    http_status = 429
+
+
+class CLINotFound(NotSent):
     """The Claude Code CLI is not installed, or the configured path is not executable."""
 
     code = "cli_not_found"
+    http_status = 503
 
 
-class NotLoggedIn(ClaudeMaxError):
+class NotLoggedIn(NotSent):
     """The CLI has no usable claude.ai subscription login."""
 
     code = "not_logged_in"
+    http_status = 503
 
 
-class BillingRouteRefused(ClaudeMaxError):
+class BillingRouteRefused(NotSent):
     """The CLI would bill something other than the subscription, and the user has not opted in."""
 
     code = "billing_route_refused"
+    http_status = 503
 
-    def __init__(self, message: str, *, route: str, stderr: str | None = None) -> None:
+    def __init__(self, message: str, *, route: str = "unknown", stderr: str | None = None) -> None:
         self.route = route
         super().__init__(message, stderr=stderr)
 
 
-class PaidUsageRefused(ClaudeMaxError):
-    """Extra (paid) usage served or would serve the prompt, and the user has not opted in."""
-
-    code = "paid_usage_refused"
-
-    partial_text: str = ""
-    """What the model had already answered when the CLI was stopped (already paid for)."""
-
-    def __str__(self) -> str:
-        # Kept in the message in every mode (a terminal that streamed shows it twice): `response.text()`,
-        # a non-streaming request and an error before the first delta never show the chunks, and the
-        # answer was paid for.
-        answer = f"\n\nThe answer served from extra usage was:\n{self.partial_text}" if self.partial_text else ""
-        return super().__str__() + answer
+# -- the plan's limits -----------------------------------------------------------------------------
 
 
-class UsageLimitReached(ClaudeMaxError):
+class UsageRefused(ClaudeMaxError):
+    """The plan's limits refused the prompt (before sending, or by stopping the turn at once)."""
+
+    code = "usage_refused"
+    http_status = 429
+
+
+class UsageLimitReached(UsageRefused):
     """The subscription's usage window is exhausted."""
 
     code = "usage_limit_reached"
@@ -101,58 +142,101 @@ class UsageLimitReached(ClaudeMaxError):
         super().__init__(message, stderr=stderr)
 
 
-class APIError(ClaudeMaxError):
+class PaidUsageRefused(UsageRefused):
+    """Extra (paid) usage served or would serve the prompt, and the user has not opted in."""
+
+    code = "paid_usage_refused"
+
+    partial_text: str = ""
+    """What the model had already answered when the CLI was stopped (already paid for)."""
+
+    def __str__(self) -> str:
+        # Kept in the message in every mode (a terminal that streamed shows it twice): `response.text()`,
+        # a non-streaming request and an error before the first delta never show the chunks, and the
+        # answer was paid for.
+        answer = f"\n\nThe answer served from extra usage was:\n{self.partial_text}" if self.partial_text else ""
+        return super().__str__() + answer
+
+
+# -- failed during a turn ------------------------------------------------------------------------
+
+
+class TurnFailed(ClaudeMaxError):
+    """The turn failed after the prompt was sent: part of it may have been billed."""
+
+    code = "turn_failed"
+    http_status = 502
+
+
+class APIError(TurnFailed):
     """The Anthropic API failed after the CLI's retries."""
 
     code = "api_error"
 
     def __init__(self, message: str, *, status: int | None = None, stderr: str | None = None) -> None:
         self.status = status
+        """The API's HTTP status (529, 500...), when the CLI reported one."""
         super().__init__(message, stderr=stderr)
 
+    @property
+    def http_status(self) -> int:  # type: ignore[override]
+        """502, or 503 when the API was overloaded (a client should retry later)."""
+        return 503 if self.status in (503, 529) else 502
 
-class ClaudeTimeout(ClaudeMaxError):
+
+class ClaudeTimeout(TurnFailed):
     """A watchdog limit passed; the CLI process group was killed."""
 
     code = "timeout"
+    http_status = 504
 
 
-class ProtocolError(ClaudeMaxError):
+class ProtocolError(TurnFailed):
     """The CLI's output broke the stream-json protocol (or it exited without a result)."""
 
     code = "protocol_error"
 
 
-class StructuredOutputMissing(ClaudeMaxError):
+class StructuredOutputMissing(TurnFailed):
     """A schema was requested but the model did not return structured output."""
 
     code = "structured_output_missing"
 
 
-class SessionNotFound(ClaudeMaxError):
-    """The CLI has no transcript for the session being resumed."""
-
-    code = "session_not_found"
-
-
-class InvalidRequest(ClaudeMaxError):
-    """The request cannot be sent as given."""
-
-    code = "invalid_request"
-
-
-class Cancelled(ClaudeMaxError):
+class Cancelled(TurnFailed):
     """The prompt was cancelled before the CLI finished."""
 
     code = "cancelled"
+    http_status = 499
+
+
+# -- the registry ----------------------------------------------------------------------------------
+
+ALL: tuple[type[ClaudeMaxError], ...] = (
+    ClaudeMaxError,
+    NotSent,
+    InvalidRequest,
+    ModelNotFound,
+    SessionNotFound,
+    ServerBusy,
+    CLINotFound,
+    NotLoggedIn,
+    BillingRouteRefused,
+    UsageRefused,
+    UsageLimitReached,
+    PaidUsageRefused,
+    TurnFailed,
+    APIError,
+    ClaudeTimeout,
+    ProtocolError,
+    StructuredOutputMissing,
+    Cancelled,
+)
+"""Every class of the tree, listed once: the registry :func:`by_code` reads."""
+
+BY_CODE: dict[str, type[ClaudeMaxError]] = {cls.code: cls for cls in ALL}
 
 
 def by_code(code: str | None) -> type[ClaudeMaxError]:
     """The error class for a ``code`` (the base class for an unknown one)."""
-    stack: list[type[ClaudeMaxError]] = [ClaudeMaxError]
-    while stack:
-        cls = stack.pop()
-        if cls.code == code:
-            return cls
-        stack.extend(cls.__subclasses__())
-    return ClaudeMaxError
+    return BY_CODE.get(code or "", ClaudeMaxError)

@@ -19,15 +19,15 @@ import llm
 from llm.parts import StreamEvent
 from pydantic import Field, field_validator
 
-from . import config, conversation, guard, paths, transcript
+from . import config, content, conversation, guard, paths
 from .catalog import CatalogModel
+from .content import Turn
 from .errors import ClaudeMaxError, ClaudeTimeout, InvalidRequest, SessionNotFound
 from .runner.bridge import iterate_sync
 from .runner.client import ClaudeCLI
 from .runner.command import CommandSpec, SystemPlacement
 from .runner.session import Done, Notice, Reasoning, Summary, Text, Timeouts, ToolUse, TurnEvent
 from .server.client import Finished
-from .transcript import Turn
 
 
 class Effort(enum.StrEnum):
@@ -128,7 +128,7 @@ class _Shared:
     can_stream = True
     supports_schema = True
     supports_tools = False
-    attachment_types: set[str] | frozenset[str] = transcript.ATTACHMENT_TYPES
+    attachment_types: set[str] | frozenset[str] = content.ATTACHMENT_TYPES
     Options = ClaudeMaxOptions
     kind = ""
 

@@ -23,10 +23,23 @@ Mode = Literal["ok", "malformed", "cut", "stall_body", "stall_headers"]
 
 
 @dataclass
+class ToolUse:
+    """A call of one of the caller's tools, as the model would make it."""
+
+    name: str
+    """The caller's tool name; matched against the request's tools exactly or after an ``mcp__<server>__``
+    prefix (how the CLI names an in-process MCP server's tools)."""
+    input: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+
+@dataclass
 class Reply:
     """One scripted answer to one ``POST /v1/messages``."""
 
     text: str | list[str] = "Hello from the fake API."
+    tool_uses: list[ToolUse] = field(default_factory=list)
+    """Answer with these tool_use blocks (after ``text``, when it is not empty) if the tools are offered."""
     thinking: str | None = None
     status: int = 200
     error_message: str | None = None
@@ -62,6 +75,25 @@ class Recorded:
             if key.lower() == name.lower():
                 return value
         return None
+
+
+def _offered(name: str, tools: set[Any]) -> str | None:
+    """The request's name for the caller's tool ``name`` (``mcp__<server>__name``), or None."""
+    for offered in tools:
+        if isinstance(offered, str) and (offered == name or offered.split("__", 2)[-1] == name):
+            return offered
+    return None
+
+
+def tool_results(body: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The tool_result blocks of a recorded request's last message."""
+    messages = (body or {}).get("messages") or [{}]
+    content = messages[-1].get("content")
+    return (
+        [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+        if isinstance(content, list)
+        else []
+    )
 
 
 def _chunks(text: str | list[str]) -> list[str]:
@@ -214,7 +246,14 @@ class _Handler(BaseHTTPRequestHandler):
         blocks: list[dict[str, Any]] = []
         if reply.thinking:
             blocks.append({"type": "thinking", "thinking": reply.thinking, "signature": "sig-fake"})
-        if reply.structured is not None and "StructuredOutput" in tools and not answered_tool:
+        calls = [(use, _offered(use.name, tools)) for use in reply.tool_uses]
+        if calls and all(name is not None for _, name in calls):
+            if reply.text:
+                blocks.append({"type": "text", "text": "".join(_chunks(reply.text))})
+            for use, name in calls:
+                tool_id = use.id or f"toolu_{self.owner._next_message_id()}"
+                blocks.append({"type": "tool_use", "id": tool_id, "name": name, "input": use.input})
+        elif reply.structured is not None and "StructuredOutput" in tools and not answered_tool:
             blocks.append(
                 {
                     "type": "tool_use",
@@ -355,14 +394,17 @@ class _Handler(BaseHTTPRequestHandler):
                     "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
                 },
             )
-            self._sse(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": index,
-                    "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])},
-                },
-            )
+            arguments = json.dumps(block["input"])
+            # In pieces, as the real API streams arguments (input_json_delta).
+            for start in range(0, len(arguments), 8):
+                self._sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": arguments[start : start + 8]},
+                    },
+                )
         self._sse("content_block_stop", {"type": "content_block_stop", "index": index})
 
 

@@ -23,9 +23,9 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .. import catalog, guard
+from ..content import media_block
 from ..errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused
 from ..runner.session import Done, Notice, Reasoning, Text
-from ..transcript import media_block
 from . import keys, openai_api
 from .engine import Engine, Start
 

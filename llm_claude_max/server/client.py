@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import errors
+from ..content import Block, Turn
 from ..runner.session import Notice, Reasoning, Summary, Text
-from ..transcript import Block, Turn
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import catalog, guard
-from ..errors import ClaudeMaxError, SessionNotFound
+from ..content import first_message
+from ..errors import ClaudeMaxError, ServerBusy, SessionNotFound
 from ..runner.client import ClaudeCLI
 from ..runner.command import CommandSpec
 from ..runner.protocol import RateLimit
 from ..runner.session import Done, Session, Timeouts, TurnEvent
-from ..transcript import first_message
 from . import records
 from .openai_api import ChatRequest, chain_key
 from .records import ServerRecord
@@ -46,12 +46,6 @@ def spec_key(spec: CommandSpec) -> str:
         sort_keys=True,
         default=str,
     )
-
-
-class ServerBusy(ClaudeMaxError):
-    """Every slot and queue place is taken."""
-
-    code = "server_busy"
 
 
 @dataclass(frozen=True)

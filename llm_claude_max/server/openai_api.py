@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import catalog
-from ..errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused, UsageLimitReached
+from ..content import Block, Turn, media_block, text_block
+from ..errors import ClaudeMaxError, InvalidRequest, ModelNotFound, PaidUsageRefused, UsageLimitReached
 from ..runner.command import CommandSpec, SystemPlacement
 from ..runner.session import Outcome
-from ..transcript import Block, Turn, media_block, text_block
 
 if TYPE_CHECKING:
     from .engine import Start
@@ -33,12 +33,6 @@ HANDLED = {"model", "messages", "stream", "stream_options", "response_format", "
            "tools", "functions", "claude_max"}  # fmt: skip
 HEADER_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$", re.DOTALL)
-
-
-class ModelNotFound(ClaudeMaxError):
-    """The requested model is not one the CLI offers."""
-
-    code = "model_not_found"
 
 
 @dataclass(frozen=True)
@@ -376,22 +370,6 @@ def sse(payload: Mapping[str, Any] | str) -> bytes:
 
 # -- errors ------------------------------------------------------------------------------------------
 
-STATUS = {
-    "invalid_request": 400,
-    "model_not_found": 404,
-    "usage_limit_reached": 429,
-    "paid_usage_refused": 429,
-    "server_busy": 429,
-    "not_logged_in": 503,
-    "billing_route_refused": 503,
-    "cli_not_found": 503,
-    "api_error": 502,
-    "structured_output_missing": 502,
-    "protocol_error": 502,
-    "session_not_found": 502,
-    "timeout": 504,
-    "cancelled": 499,
-}
 TYPE = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
 
 
@@ -401,9 +379,7 @@ def error_body(message: str, code: str, status: int, param: str | None = None) -
 
 def error_for(exc: ClaudeMaxError, *, lock_until: int | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
     """HTTP status, OpenAI-shaped body and headers for an error."""
-    status = STATUS.get(exc.code, 500)
-    if exc.code == "api_error" and getattr(exc, "status", None) in (529, 503):
-        status = 503
+    status = exc.http_status
     headers: dict[str, str] = {}
     retry_at: float | None = None
     if isinstance(exc, UsageLimitReached) and exc.resets_at is not None:
