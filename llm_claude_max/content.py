@@ -1,14 +1,16 @@
 """Conversation content in the CLI's terms, shared by the llm plugin and the server.
 
-A :class:`Turn` is a role and Anthropic content blocks (text, image, document). When the CLI has no
-session for a conversation (started elsewhere, another model, transcripts gone), :func:`first_message`
-replays the earlier turns as context inside the first user message of a new session.
+A :class:`Turn` is a role and Anthropic content blocks (text, image, document, tool_use, tool_result).
+When neither a process nor a transcript of the CLI holds a conversation, the earlier turns are written as a
+seeded session (:mod:`llm_claude_max.runner.seed`); if that fails, :func:`first_message` replays them as
+text inside the first user message of a new session.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +64,21 @@ def system_block(system: str) -> Block:
     return text_block(f"<system_instructions>\n{system}\n</system_instructions>")
 
 
+def replay_block(block: Block) -> Block:
+    """A block as it can stand in a replayed text: tool calls and results become text."""
+    kind = block.get("type")
+    if kind == "tool_use":
+        arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
+        return text_block(f"[call {block.get('id')} of the tool {block.get('name')} with {arguments}]")
+    if kind == "tool_result":
+        content = block.get("content")
+        if isinstance(content, list):
+            content = "\n".join(str(b.get("text", f"[{b.get('type')}]")) for b in content if isinstance(b, dict))
+        failed = " (it failed)" if block.get("is_error") else ""
+        return text_block(f"[result of call {block.get('tool_use_id')}{failed}: {content}]")
+    return block
+
+
 def merge_text(blocks: Sequence[Block]) -> list[Block]:
     """Join adjacent text blocks, so a replay is one readable text with images in place."""
     merged: list[Block] = []
@@ -87,8 +104,8 @@ def first_message(
         blocks.append(text_block(REPLAY_INTRO))
         for turn in history:
             blocks.append(text_block(f"<{turn.role}>"))
-            blocks.extend(turn.blocks)
+            blocks.extend(replay_block(b) for b in turn.blocks)
             blocks.append(text_block(f"</{turn.role}>"))
         blocks.append(text_block(REPLAY_OUTRO))
-    blocks.extend(current)
+    blocks.extend(replay_block(b) for b in current)
     return merge_text(blocks)

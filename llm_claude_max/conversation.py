@@ -1,38 +1,35 @@
-"""llm conversations as CLI sessions: what one `llm` prompt sends to the CLI.
+"""llm conversations in neutral terms: what one `llm` prompt asks of the CLI.
 
-A response records the CLI's session id in the provider metadata of its text (``claude_max``) and in
-``response_json``. The next turn of the conversation (``llm -c``) continues that session with
-``--resume`` and sends only the new message, when the last assistant message came from us and the
-CLI still has its transcript. Otherwise (another machine, transcripts cleaned up, a conversation
-started with another model) the earlier messages are replayed as context in the first message of a
-new session (:func:`llm_claude_max.content.first_message`). ``--session-id`` is never used
-(reusing one fails in the CLI).
+``prompt.messages`` holds the whole chain (system, earlier turns with their tool calls and results, the
+new message). :func:`split` turns it into the system text, the earlier turns, the new message (a user
+message, or the results of the model's tool calls) and the CLI session the conversation last ran in.
+
+A response records its CLI session id in the provider metadata of its text or tool calls
+(``claude_max``) and in ``response_json``; the next turn (``llm -c``) resumes that session when the CLI
+still has it (:mod:`llm_claude_max.runner.pool` decides).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llm import Attachment
 from llm.parts import AttachmentPart, Message, TextPart, ToolCallPart, ToolResultPart
 
-from .content import Block, Turn, first_message, media_block, text_block
+from .content import Block, Turn, media_block, text_block
 from .errors import InvalidRequest
-from .runner.command import SystemPlacement
 
 META = "claude_max"
 
 
 @dataclass(frozen=True)
-class TurnPlan:
-    system: str | None
-    """The system prompt for a CLI flag (None when it travels inside the user turn)."""
-    content: list[Block]
-    resume: str | None = None
-    replayed: int = 0
-    notice: str | None = None
+class Split:
+    system: str
+    history: tuple[Turn, ...]
+    new: tuple[Block, ...]
+    session: str | None
+    """The CLI session of the conversation's last answer, when it came from this plugin."""
 
 
 def session_of(message: Message) -> str | None:
@@ -56,17 +53,30 @@ def attachment_block(attachment: Attachment) -> Block:
 
 
 def blocks_of(message: Message) -> tuple[Block, ...]:
+    """A message's content blocks: text, attachments, the model's tool calls, tool results."""
     blocks: list[Block] = []
     for part in message.parts:
         if isinstance(part, TextPart) and part.text:
             blocks.append(text_block(part.text))
         elif isinstance(part, AttachmentPart) and part.attachment is not None:
             blocks.append(attachment_block(part.attachment))
-        elif isinstance(part, ToolCallPart):
-            blocks.append(text_block(f"[tool call {part.name}({json.dumps(part.arguments)})]"))
-        elif isinstance(part, ToolResultPart):
-            blocks.append(text_block(f"[tool result {part.name}: {part.output}]"))
+        elif isinstance(part, ToolCallPart) and not part.server_executed:
+            call_id = part.tool_call_id or f"call_{len(blocks)}"
+            blocks.append({"type": "tool_use", "id": call_id, "name": part.name, "input": dict(part.arguments or {})})
+        elif isinstance(part, ToolResultPart) and not part.server_executed:
+            blocks.append(tool_result_block(part))
     return tuple(blocks)
+
+
+def tool_result_block(part: ToolResultPart) -> Block:
+    """A tool's output (and any attachments it returned) as a ``tool_result``; an exception is an error result."""
+    text = part.output if part.exception is None else f"Error: {part.exception}"
+    attachments = [attachment_block(a) for a in part.attachments or []]
+    content: str | list[Block] = [text_block(text or "(no output)"), *attachments] if attachments else text
+    block: Block = {"type": "tool_result", "tool_use_id": part.tool_call_id or "", "content": content}
+    if part.exception is not None:
+        block["is_error"] = True
+    return block
 
 
 def system_text(messages: Sequence[Message]) -> str:
@@ -76,35 +86,21 @@ def system_text(messages: Sequence[Message]) -> str:
     )
 
 
-def plan(
-    messages: Sequence[Message],
-    *,
-    placement: SystemPlacement,
-    transcript_exists: Callable[[str], bool],
-) -> TurnPlan:
-    system = system_text(messages)
-    turns = [m for m in messages if m.role != "system"]
-    if not turns or turns[-1].role != "user":
-        raise InvalidRequest("There is no new user message to send.")
-    current = list(blocks_of(turns[-1]))
-    if not current:
+def split(messages: Sequence[Message]) -> Split:
+    """The conversation so far, and what is new. Raises InvalidRequest when there is nothing new to send."""
+    turns: list[Turn] = []
+    for message in messages:
+        if message.role == "system":
+            continue
+        role = "assistant" if message.role == "assistant" else "user"  # tool results travel as user turns
+        blocks = blocks_of(message)
+        if turns and turns[-1].role == role:
+            turns[-1] = Turn(role, turns[-1].blocks + blocks)
+        else:
+            turns.append(Turn(role, blocks))
+    if not turns or turns[-1].role != "user" or not turns[-1].blocks:
         raise InvalidRequest("The prompt is empty.")
-    history = turns[:-1]
-    system_flag = (system or None) if placement is not SystemPlacement.USER else None
-
-    last_assistant = next((m for m in reversed(history) if m.role == "assistant"), None)
-    session_id = session_of(last_assistant) if last_assistant is not None else None
-    if session_id and transcript_exists(session_id):
-        return TurnPlan(system_flag, current, resume=session_id)
-
-    replay = [Turn(m.role, blocks_of(m)) for m in history]
-    content = first_message(replay, current, system=system or None, placement=placement)
-    if not history:
-        return TurnPlan(system_flag, content)
-    why = (
-        f"the Claude Code session {session_id} is not on this machine"
-        if session_id
-        else "this conversation has no Claude Code session yet"
-    )
-    notice = f"claude-max: {why}; replaying {len(history)} earlier message(s) as context."
-    return TurnPlan(system_flag, content, replayed=len(history), notice=notice)
+    history = tuple(turns[:-1])
+    last_assistant = next((m for m in reversed(messages[:-1]) if m.role == "assistant"), None)
+    session = session_of(last_assistant) if last_assistant is not None else None
+    return Split(system_text(messages), history, turns[-1].blocks, session)

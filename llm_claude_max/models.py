@@ -11,7 +11,6 @@ import enum
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,30 @@ import llm
 from llm.parts import StreamEvent
 from pydantic import Field, field_validator
 
-from . import config, content, conversation, guard, paths
+from . import config, content, conversation, guard
 from .catalog import CatalogModel
 from .content import Turn
-from .errors import ClaudeMaxError, ClaudeTimeout, InvalidRequest, SessionNotFound
-from .runner.bridge import iterate_sync
+from .errors import ClaudeMaxError, ClaudeTimeout, InvalidRequest
+from .request import TurnRequest
 from .runner.client import ClaudeCLI
 from .runner.command import CommandSpec, SystemPlacement
-from .runner.session import Done, Notice, Reasoning, Summary, Text, Timeouts, ToolUse, TurnEvent
+from .runner.loop import background
+from .runner.pool import Start
+from .runner.session import (
+    ClaudeToolRan,
+    Deferred,
+    Done,
+    Notice,
+    Reasoning,
+    Summary,
+    Text,
+    Timeouts,
+    ToolCallArgs,
+    ToolCallStarted,
+    TurnEvent,
+)
 from .server.client import Finished
+from .tools import ToolSpec
 
 
 class Effort(enum.StrEnum):
@@ -127,7 +141,7 @@ class _Shared:
     model_id: str
     can_stream = True
     supports_schema = True
-    supports_tools = False
+    supports_tools = True
     attachment_types: set[str] | frozenset[str] = content.ATTACHMENT_TYPES
     Options = ClaudeMaxOptions
     kind = ""
@@ -147,74 +161,92 @@ class _Shared:
             server = os.environ.get(config.SERVER)
             events = self._via_server(prompt, options, server) if server else self._local(prompt, options, settings)
             async for event in events:
-                if isinstance(event, Text):
-                    yield StreamEvent("text", event.text)
-                elif isinstance(event, Reasoning):
-                    if not prompt.hide_reasoning:
-                        yield StreamEvent("reasoning", event.text)
-                elif isinstance(event, Notice):
-                    notify(event.message)
-                elif isinstance(event, ToolUse):
-                    notify(f"claude-max: Claude Code ran {event.name}({_short(event.input)})")
-                elif isinstance(event, Finished):
-                    self._record(response, event.summary)
-                    # Carries the session id onto the response's text for `llm -c`.
-                    meta = {conversation.META: {"session_id": event.summary.session_id}}
-                    yield StreamEvent("text", "", provider_metadata=meta)
+                for out in self._translate(event, prompt, response):
+                    yield out
         except ClaudeMaxError as exc:
             raise as_llm_error(exc) from None
 
+    def _translate(self, event: Any, prompt: llm.Prompt, response: Any) -> Iterator[StreamEvent]:
+        """One engine event as llm stream events (and the response's tool calls, usage and metadata)."""
+        if isinstance(event, Text):
+            yield StreamEvent("text", event.text)
+        elif isinstance(event, Reasoning):
+            if not prompt.hide_reasoning:
+                yield StreamEvent("reasoning", event.text)
+        elif isinstance(event, ToolCallStarted):
+            yield StreamEvent("tool_call_name", event.name, tool_call_id=event.id)
+        elif isinstance(event, ToolCallArgs):
+            yield StreamEvent("tool_call_args", event.chunk, tool_call_id=event.id)
+        elif isinstance(event, Notice):
+            notify(event.message)
+        elif isinstance(event, ClaudeToolRan):
+            outcome = f" and it failed: {event.error}" if event.error else ""
+            notify(f"claude-max: Claude Code ran {event.name}({_short(event.input)}){outcome}")
+        elif isinstance(event, Finished):
+            self._record(response, event.summary)
+            # The session id rides on the response's parts, for `llm -c` and for tool results.
+            meta = {conversation.META: {"session_id": event.summary.session_id}}
+            for call in event.calls:
+                response.add_tool_call(
+                    llm.ToolCall(name=call.name, arguments=dict(call.arguments), tool_call_id=call.id)
+                )
+            if event.calls:
+                yield StreamEvent("tool_call_args", "", tool_call_id=event.calls[0].id, provider_metadata=meta)
+            else:
+                yield StreamEvent("text", "", provider_metadata=meta)
+
     async def _local(
         self, prompt: llm.Prompt, options: ClaudeMaxOptions, settings: config.Settings
-    ) -> AsyncIterator[TurnEvent | Finished]:
-        """The prompt through the user's CLI, in a process of its own."""
+    ) -> AsyncIterator[Any]:
+        """The prompt through the user's CLI, on the background loop that keeps paused processes."""
         placement = options.system_placement or SystemPlacement.REPLACE
         policy = guard.Policy.from_settings(
             settings, allow_api_billing=options.allow_api_billing, allow_overage=options.allow_overage
         )
         cli = ClaudeCLI(cli=options.cli, settings=settings)
-        tools = tuple(options.claude_tools.split(",")) if options.claude_tools else ()
-        cwd = Path(options.claude_tools_dir or os.getcwd()).expanduser().resolve() if tools else paths.workspace()
-        if tools:
-            notify(f"claude-max: Claude Code tools enabled ({', '.join(tools)}); they run on this machine in {cwd}")
+        claude_tools = tuple(options.claude_tools.split(",")) if options.claude_tools else ()
+        cwd = Path(options.claude_tools_dir or os.getcwd()).expanduser().resolve() if claude_tools else None
+        if claude_tools:
+            notify(
+                f"claude-max: Claude Code tools enabled ({', '.join(claude_tools)}); they run on this machine in {cwd}"
+            )
         timeouts = Timeouts(
             start=options.start_timeout or Timeouts.start,
             idle=options.idle_timeout or Timeouts.idle,
             total=options.timeout or Timeouts.total,
         )
-        extra_env = {"CLAUDE_CODE_MAX_RETRIES": str(options.max_retries)} if options.max_retries is not None else {}
-        exists = partial(paths.transcript_exists, cwd=cwd)
-        plan = conversation.plan(prompt.messages, placement=placement, transcript_exists=exists)
-        for attempt in (1, 2):
-            spec = CommandSpec(
-                model=self.cli_model,
-                system_prompt=plan.system,
-                placement=placement,
-                resume=plan.resume,
-                json_schema=prompt.schema,  # type: ignore[arg-type]
-                effort=options.effort.value if options.effort else None,
-                tools=tools,
-                extra_env=extra_env,
-            )
-            if plan.notice:
-                notify(plan.notice)
-            produced = False
-            try:
-                stream = cli.prompt(
-                    spec, plan.content, policy=policy, timeouts=timeouts, structured=bool(prompt.schema), cwd=cwd
-                )
-                async for event in stream:
-                    produced = produced or isinstance(event, Text)
-                    if isinstance(event, Done):
-                        continued = "resumed" if plan.resume else ("replayed" if plan.replayed else "new")
-                        yield Finished(event.outcome.summary(continued))
-                    else:
-                        yield event
-                return
-            except SessionNotFound:
-                if attempt == 2 or produced or plan.resume is None:
-                    raise
-                plan = conversation.plan(prompt.messages, placement=placement, transcript_exists=lambda sid: False)
+        split = conversation.split(prompt.messages)
+        spec = CommandSpec(
+            model=self.cli_model,
+            system_prompt=(split.system or None) if placement is not SystemPlacement.USER else None,
+            placement=placement,
+            json_schema=prompt.schema,  # type: ignore[arg-type]
+            effort=options.effort.value if options.effort else None,
+            claude_tools=claude_tools,
+            caller_tools=tool_specs(prompt.tools),
+            extra_env={"CLAUDE_CODE_MAX_RETRIES": str(options.max_retries)} if options.max_retries is not None else {},
+        )
+        request = TurnRequest(
+            spec, split.history, split.new, system=split.system or None, session=split.session, cwd=cwd
+        )
+        loop = background()
+        start: Start | None = None
+        async for event in loop.aiterate(lambda: loop.pool.run(request, cli, policy=policy, timeouts=timeouts)):
+            if isinstance(event, Start):
+                start = event
+                if event.continued in ("seeded", "replayed"):
+                    why = (
+                        f"the Claude Code session {split.session} is not on this machine"
+                        if split.session
+                        else "this conversation has no Claude Code session yet"
+                    )
+                    notify(f"claude-max: {why}; replaying {len(split.history)} earlier message(s).")
+            elif isinstance(event, (Done, Deferred)):
+                continued = start.continued if start is not None else "new"
+                calls = event.calls if isinstance(event, Deferred) else ()
+                yield Finished(event.outcome.summary(continued), calls)
+            else:
+                yield event
 
     async def _via_server(
         self, prompt: llm.Prompt, options: ClaudeMaxOptions, url: str
@@ -222,6 +254,10 @@ class _Shared:
         """The prompt through a running `claude-max serve` (``CLAUDE_MAX_SERVER``)."""
         from .server import client
 
+        if tool_specs(prompt.tools) or prompt.tool_results:
+            raise InvalidRequest(
+                "Tools cannot go through claude-max serve yet; unset CLAUDE_MAX_SERVER to run the CLI here."
+            )
         local_only = {"allow_api_billing", "allow_overage", "claude_tools", "claude_tools_dir", "cli"}
         given = sorted(name for name in local_only if getattr(options, name) is not None)
         if given:
@@ -294,11 +330,21 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def tool_specs(tools: Any) -> tuple[ToolSpec, ...]:
+    """llm's function tools (``-T``, ``--functions``, Toolboxes) as neutral specs."""
+    specs = []
+    for tool in tools or ():
+        if isinstance(tool, llm.Tool):
+            schema = tool.input_schema or {"type": "object", "properties": {}}
+            specs.append(ToolSpec(tool.name, tool.description or "", schema))
+    return tuple(specs)
+
+
 class ClaudeMax(_Shared, llm.Model):
     def execute(
         self, prompt: llm.Prompt, stream: bool, response: llm.Response, conversation: llm.Conversation | None
     ) -> Iterator[StreamEvent]:
-        yield from iterate_sync(lambda: self._stream(prompt, response))
+        yield from background().iterate(lambda: self._stream(prompt, response))
 
 
 class AsyncClaudeMax(_Shared, llm.AsyncModel):

@@ -115,7 +115,7 @@ def test_argv_placements_and_tools() -> None:
     assert "--append-system-prompt=S" in append and not any(a.startswith("--system-prompt=") for a in append)
     user = build_argv(Path("c"), CommandSpec(system_prompt="S", placement=SystemPlacement.USER))
     assert not any("=S" in a for a in user)
-    tools = build_argv(Path("c"), CommandSpec(tools=("Read", "Grep")))
+    tools = build_argv(Path("c"), CommandSpec(claude_tools=("Read", "Grep")))
     assert "--tools=Read,Grep" in tools and "--allowedTools=Read,Grep" in tools
     assert not any(a.startswith("--system-prompt=") for a in tools)  # tools keep Claude Code's prompt
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import routes
+from ..tools import MCP_SERVER, ToolSpec
 
 # Defaults for the child environment, each kept when the user's environment already sets it.
 QUIET_DEFAULTS: dict[str, str] = {
@@ -50,8 +51,10 @@ class CommandSpec:
     resume: str | None = None
     json_schema: Mapping[str, Any] | None = None
     effort: str | None = None
-    tools: tuple[str, ...] = ()
+    claude_tools: tuple[str, ...] = ()
     """Claude Code's own tools to enable (they run on this machine). Empty: none."""
+    caller_tools: tuple[ToolSpec, ...] = ()
+    """The caller's tools, offered through our in-process MCP server; every call is deferred to the caller."""
     persist_session: bool = True
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """Overrides for the child environment, e.g. ``CLAUDE_CODE_MAX_RETRIES`` from an option."""
@@ -80,11 +83,17 @@ def build_argv(cli: Path, spec: CommandSpec, *, system_prompt_file: Path | None 
         # The system prompt given now applies, also on --resume (the CLI otherwise reuses the first one).
         "--system-prompt-snapshot=off",
     ]
-    if spec.tools:
-        names = ",".join(spec.tools)
+    if spec.claude_tools:
+        names = ",".join(spec.claude_tools)
         argv += [f"--tools={names}", f"--allowedTools={names}"]
     else:
         argv.append("--tools=")
+    if spec.caller_tools:
+        # Declared on the command line, not only in `initialize`: a resumed session then finds the server at
+        # start-up and can pause again at a deferred call (declared in `initialize` only, the CLI reports
+        # `tool_deferred_unavailable` and drops the results).
+        servers = {"mcpServers": {MCP_SERVER: {"type": "sdk", "name": MCP_SERVER}}}
+        argv.append("--mcp-config=" + json.dumps(servers, separators=(",", ":")))
     if spec.model:
         argv.append(f"--model={spec.model}")
     if spec.effort:
@@ -95,7 +104,7 @@ def build_argv(cli: Path, spec: CommandSpec, *, system_prompt_file: Path | None 
             argv.append(f"--append-system-prompt-file={system_prompt_file}")
         elif system:
             argv.append(f"--append-system-prompt={system}")
-    elif spec.placement is SystemPlacement.REPLACE and (system or not spec.tools):
+    elif spec.placement is SystemPlacement.REPLACE and (system or not spec.claude_tools):
         # Without tools, Claude Code's 7 KB agent prompt only describes tools the model cannot use.
         if system_prompt_file is not None:
             argv.append(f"--system-prompt-file={system_prompt_file}")

@@ -40,6 +40,25 @@ class ThinkingDelta:
 
 
 @dataclass(frozen=True)
+class ToolUseStart:
+    """``content_block_start`` of a ``tool_use`` block: the model begins a tool call."""
+
+    index: int
+    id: str
+    name: str
+    message_id: str | None
+
+
+@dataclass(frozen=True)
+class ToolInputDelta:
+    """``input_json_delta``: the next piece of a tool call's JSON arguments."""
+
+    index: int
+    partial_json: str
+    message_id: str | None
+
+
+@dataclass(frozen=True)
 class StreamOther:
     """A ``stream_event`` other than a text/thinking delta (message_start, content_block_stop...)."""
 
@@ -99,6 +118,11 @@ class Result:
     raw: JSON = field(repr=False)
 
     @property
+    def deferred(self) -> bool:
+        """The turn stopped at tool calls a PreToolUse hook deferred to the host (they wait for results)."""
+        return self.stop_reason == "tool_deferred"
+
+    @property
     def usage(self) -> JSON:
         usage = self.raw.get("usage")
         return usage if isinstance(usage, dict) else {}
@@ -131,6 +155,8 @@ Event = (
     Init
     | TextDelta
     | ThinkingDelta
+    | ToolUseStart
+    | ToolInputDelta
     | StreamOther
     | Assistant
     | User
@@ -164,11 +190,18 @@ def _parse_event(d: JSON) -> Event:
     if kind == "stream_event":
         event = d.get("event") or {}
         delta = event.get("delta") or {}
+        message_id = d.get("api_message_id")
         if event.get("type") == "content_block_delta":
             if delta.get("type") == "text_delta":
-                return TextDelta(str(delta.get("text", "")), d.get("api_message_id"))
+                return TextDelta(str(delta.get("text", "")), message_id)
             if delta.get("type") == "thinking_delta":
-                return ThinkingDelta(str(delta.get("thinking", "")), d.get("api_message_id"))
+                return ThinkingDelta(str(delta.get("thinking", "")), message_id)
+            if delta.get("type") == "input_json_delta":
+                return ToolInputDelta(_int(event.get("index")) or 0, str(delta.get("partial_json", "")), message_id)
+        block = event.get("content_block") or {}
+        if event.get("type") == "content_block_start" and block.get("type") == "tool_use":
+            index = _int(event.get("index")) or 0
+            return ToolUseStart(index, str(block.get("id", "")), str(block.get("name", "")), message_id)
         return StreamOther(event)
     if kind == "system":
         subtype = d.get("subtype")
@@ -248,10 +281,18 @@ def _line(obj: JSON) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
-def encode_initialize(request_id: str) -> bytes:
+DEFER_HOOK = "llm-claude-max-pre-tool-use"
+"""The callback id of our PreToolUse hook (answered by :mod:`llm_claude_max.runner.control`)."""
+
+
+def encode_initialize(request_id: str, *, hooks: bool = False) -> bytes:
     """The SDK ``initialize`` control request: the CLI answers with its account and models and makes
-    no API call (``claude-cli.md`` §3.3)."""
-    return _line({"type": "control_request", "request_id": request_id, "request": {"subtype": "initialize"}})
+    no API call (``claude-cli.md`` §3.3). With ``hooks``, every tool call first asks us (PreToolUse), so
+    the caller's tool calls can be deferred to the caller (``tool-calling.md`` §5a)."""
+    request: JSON = {"subtype": "initialize"}
+    if hooks:
+        request["hooks"] = {"PreToolUse": [{"matcher": None, "hookCallbackIds": [DEFER_HOOK]}]}
+    return _line({"type": "control_request", "request_id": request_id, "request": request})
 
 
 def _not_a_command(text: str) -> str:
@@ -274,6 +315,23 @@ def encode_user_message(content: str | list[JSON]) -> bytes:
         ]
     message = {"role": "user", "content": content}
     return _line({"type": "user", "message": message, "parent_tool_use_id": None, "session_id": ""})
+
+
+def encode_tool_results(results: list[JSON]) -> bytes:
+    """One user message carrying ``tool_result`` blocks: how a paused turn is given its results."""
+    message = {"role": "user", "content": results}
+    return _line({"type": "user", "message": message, "parent_tool_use_id": None, "session_id": ""})
+
+
+def encode_control_success(request_id: str, response: JSON | None = None) -> bytes:
+    body: JSON = {"subtype": "success", "request_id": request_id}
+    if response is not None:
+        body["response"] = response
+    return _line({"type": "control_response", "response": body})
+
+
+def encode_control_request(request_id: str, request: JSON) -> bytes:
+    return _line({"type": "control_request", "request_id": request_id, "request": request})
 
 
 def encode_control_error(request_id: str, error: str) -> bytes:

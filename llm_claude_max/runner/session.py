@@ -1,9 +1,14 @@
-"""A `claude -p` stream-json process driven turn by turn, with the billing guard in the loop.
+"""A `claude -p` stream-json process driven step by step, with the billing guard in the loop.
 
 ``start()`` spawns the CLI and asks it, with ``initialize``, which credential it will use; nothing can
 be billed before the guard allows that route. Each ``turn()`` writes one user message and yields
-:data:`TurnEvent` values until the CLI's ``result``. One process can serve several turns (the server
-keeps warm ones); the ``llm`` plugin uses one turn per process.
+:data:`~llm_claude_max.runner.turn.TurnEvent` values until the CLI's ``result``: :class:`Done`, or
+:class:`Deferred` when the model called the caller's tools. A deferred session is *paused*: it waits,
+alive, for ``continue_with(results)``. One process can serve many turns (the server keeps live ones).
+
+Every control request the CLI sends while we read is answered by one
+:class:`~llm_claude_max.runner.control.Dispatcher`; every event goes through one
+:class:`~llm_claude_max.runner.turn.TurnState`.
 """
 
 from __future__ import annotations
@@ -17,38 +22,70 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import guard, paths
 from ..errors import (
+    APIError,
+    ClaudeMaxError,
     ClaudeTimeout,
     CLINotFound,
     InvalidRequest,
     PaidUsageRefused,
     ProtocolError,
-    StructuredOutputMissing,
 )
+from ..tools import ToolCall, ToolResult
 from . import failure
 from .command import ARGV_VALUE_LIMIT, CommandSpec, build_argv
+from .control import Dispatcher
 from .process import ClaudeProcess
 from .protocol import (
     JSON,
-    ApiRetry,
-    Assistant,
     ControlRequest,
     ControlResponse,
     Init,
-    RateLimit,
     Result,
-    TextDelta,
-    ThinkingDelta,
-    User,
-    encode_control_error,
     encode_initialize,
+    encode_tool_results,
     encode_user_message,
 )
+from .turn import (
+    ClaudeToolRan,
+    Deferred,
+    Done,
+    Notice,
+    Outcome,
+    Reasoning,
+    StructuredDelta,
+    Summary,
+    Text,
+    ToolCallArgs,
+    ToolCallStarted,
+    TurnEvent,
+    TurnState,
+    retry_notice,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUTS",
+    "ClaudeToolRan",
+    "Deferred",
+    "Done",
+    "Notice",
+    "Outcome",
+    "Reasoning",
+    "Session",
+    "StructuredDelta",
+    "Summary",
+    "Text",
+    "Timeouts",
+    "ToolCallArgs",
+    "ToolCallStarted",
+    "TurnEvent",
+    "retry_notice",
+]
 
 
 @dataclass(frozen=True)
@@ -64,120 +101,6 @@ class Timeouts:
 
 
 DEFAULT_TIMEOUTS = Timeouts()
-
-
-# -- what a turn yields --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Text:
-    text: str
-
-
-@dataclass(frozen=True)
-class Reasoning:
-    text: str
-
-
-@dataclass(frozen=True)
-class Notice:
-    """Something the user should see on stderr: retries, warnings."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class ToolUse:
-    """Claude Code ran one of its own tools (only when tools were enabled)."""
-
-    name: str
-    input: JSON
-
-
-@dataclass
-class Outcome:
-    session_id: str
-    model: str | None
-    text: str
-    structured_output: Any
-    route: guard.RouteReport
-    rate_limit: RateLimit | None
-    warnings: list[str]
-    result: Result = field(repr=False)
-
-    @property
-    def verified(self) -> bool:
-        """A subscription route was confirmed in-band by a ``rate_limit_event``."""
-        return self.route.route is guard.Route.SUBSCRIPTION and self.rate_limit is not None
-
-    @property
-    def usage(self) -> JSON:
-        return self.result.usage
-
-    @property
-    def cost_usd(self) -> float | None:
-        """The CLI's list-price estimate for this turn (not a bill)."""
-        per_turn = self.result.raw.get("model_usage_since_last_result")
-        if isinstance(per_turn, dict) and per_turn:
-            return sum(float(m.get("costUSD") or 0) for m in per_turn.values() if isinstance(m, dict))
-        cost = self.result.raw.get("total_cost_usd")
-        return float(cost) if isinstance(cost, (int, float)) else None
-
-    def summary(self, continued: str) -> Summary:
-        raw = self.result.raw
-        return Summary(
-            session_id=self.session_id,
-            model=self.model,
-            usage=self.usage,
-            billing={**self.route.as_dict(), "verified": self.verified},
-            rate_limit=self.rate_limit.raw if self.rate_limit else None,
-            cost_usd=self.cost_usd,
-            continued=continued,
-            warnings=tuple(self.warnings),
-            extra={k: raw.get(k) for k in ("stop_reason", "num_turns", "duration_ms", "duration_api_ms")},
-        )
-
-
-@dataclass(frozen=True)
-class Summary:
-    """What a finished prompt reports, whether it ran here or through `claude-max serve`."""
-
-    session_id: str | None
-    model: str | None
-    usage: Mapping[str, Any]
-    """Anthropic-style: input_tokens, output_tokens, cache_read/creation_input_tokens, output_tokens_details."""
-    billing: Mapping[str, Any]
-    rate_limit: Mapping[str, Any] | None
-    cost_usd: float | None
-    continued: str
-    """new, warm, live, resumed or replayed."""
-    warnings: Sequence[str] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Done:
-    outcome: Outcome
-
-
-TurnEvent = Text | Reasoning | Notice | ToolUse | Done
-
-
-RETRY_LABELS = {
-    "overloaded": "Claude API overloaded",
-    "rate_limit": "Claude API rate limited",
-    "server_error": "Claude API server error",
-    "authentication_failed": "Claude API authentication failed",
-}
-
-
-def retry_notice(event: ApiRetry) -> str:
-    label = RETRY_LABELS.get(event.error or "", "Claude API unreachable")
-    if event.error_status and event.error not in RETRY_LABELS:
-        label = f"Claude API error {event.error_status}"
-    total = f"/{event.max_retries}" if event.max_retries else ""
-    delay = f" in {event.delay_ms / 1000:.1f} s" if event.delay_ms is not None else ""
-    return f"{label}, retry {event.attempt}{total}{delay}"
 
 
 class Session:
@@ -215,6 +138,15 @@ class Session:
         self.started_at: float | None = None
         self._unchecked = False
         self._system_file: Path | None = None
+        self.dispatcher = Dispatcher(spec.caller_tools)
+        self.verified = False
+        """A ``rate_limit_event`` of this process confirmed the subscription route (sent once per process)."""
+        self.busy = False
+        """A step is running (events are being read)."""
+        self._early: list[Any] = []
+        """Events read while waiting for ``initialize`` that belong to the first step."""
+        self.paused: tuple[ToolCall, ...] = ()
+        """The caller's tool calls this session waits for (it ended its last step deferred)."""
 
     async def __aenter__(self) -> Session:
         return self
@@ -258,7 +190,7 @@ class Session:
                 raise InvalidRequest("The request is too large for the CLI's command line.") from exc
             raise CLINotFound(f"Could not start the Claude Code CLI at {self.cli}: {exc}") from exc
         request_id = f"llm-claude-max-init-{next(self._ids)}"
-        await self.proc.send(encode_initialize(request_id))
+        await self.proc.send(encode_initialize(request_id, hooks=bool(self.spec.caller_tools)))
         answer = await self._await_initialize(request_id)
         if answer.ok:
             self.initialize = answer.response
@@ -273,6 +205,8 @@ class Session:
         return self.route
 
     async def _await_initialize(self, request_id: str) -> ControlResponse:
+        """Read until the answer to ``initialize``, answering the CLI's own requests meanwhile; a ``result``
+        before it (``--resume`` of a session the CLI cannot find) is that error."""
         assert self.proc is not None
         deadline = time.monotonic() + self.timeouts.start
         while True:
@@ -290,7 +224,11 @@ class Session:
             if isinstance(event, ControlResponse) and event.request_id == request_id:
                 return event
             if isinstance(event, ControlRequest):
-                await self.proc.send(encode_control_error(event.request_id, "not supported by llm-claude-max"))
+                await self.proc.send(self.dispatcher.answer(event))
+            elif isinstance(event, Result) and (event.is_error or event.subtype != "success"):
+                raise failure.from_result(event, None, self.proc.stderr_tail())
+            elif isinstance(event, Result):
+                self._early.append(event)
 
     async def _auth_status_route(self) -> guard.RouteReport:
         """Fallback for a CLI that does not answer ``initialize``: ``claude auth status --json``."""
@@ -320,115 +258,107 @@ class Session:
         token = self.env.get("CLAUDE_CODE_OAUTH_TOKEN") or self.env.get("CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR")
         return guard.route_from_auth_status(status if isinstance(status, dict) else {}, oauth_token_set=bool(token))
 
-    # -- one turn ------------------------------------------------------------------------------
+    # -- steps ---------------------------------------------------------------------------------
     async def turn(self, content: str | list[JSON], *, structured: bool = False) -> AsyncIterator[TurnEvent]:
         """Send one user message and yield events until the CLI's result."""
-        if self.proc is None or self.route is None or self._unchecked:
-            raise RuntimeError("Session.start() must succeed, with the route enforced, before a turn")
+        self._ready()
+        if self.paused:
+            raise InvalidRequest("The model is waiting for the results of its tool calls; send those first.")
         if not content:
             raise InvalidRequest("The prompt is empty.")
         self.lock.check(self.policy)
         if self.route_warning:
             yield Notice(self.route_warning)
-        await self.proc.send(encode_user_message(content))
+        await self._send(encode_user_message(content))
+        async for event in self._step(structured):
+            yield event
+
+    async def continue_with(
+        self, results: Sequence[ToolResult], *, structured: bool = False
+    ) -> AsyncIterator[TurnEvent]:
+        """Give a paused session the results of its tool calls, in one message, and yield the next step."""
+        self._ready()
+        pending = {call.id for call in self.paused}
+        unknown = [r.call_id for r in results if r.call_id not in pending]
+        if not pending or unknown:
+            raise InvalidRequest(f"No tool call is waiting for these results: {', '.join(unknown) or 'none'}.")
+        given = {r.call_id for r in results}
+        missing = [
+            ToolResult(c.id, "The caller sent no result for this call.", True) for c in self.paused if c.id not in given
+        ]
+        self.lock.check(self.policy)
+        await self._send(encode_tool_results([r.block() for r in (*results, *missing)]))
+        self.paused = ()
+        async for event in self._step(structured):
+            yield event
+
+    async def redeferred(self) -> tuple[ToolCall, ...]:
+        """After ``--resume`` of a session that ended at a deferred call: the CLI asks our hook again at
+        start-up, we defer again, and it reports the call; the session is paused on it."""
+        self._ready()
+        async for event in self._step(False, redefer=True):
+            if isinstance(event, Deferred):
+                return event.calls
+        raise ProtocolError("The resumed CLI did not pause at its tool call.")
+
+    def _ready(self) -> None:
+        if self.proc is None or self.route is None or self._unchecked:
+            raise RuntimeError("Session.start() must succeed, with the route enforced, before a turn")
+
+    async def _send(self, data: bytes) -> None:
+        assert self.proc is not None
+        await self.proc.send(data)
         self.turns += 1
+
+    async def _step(self, structured: bool, *, redefer: bool = False) -> AsyncIterator[TurnEvent]:
+        assert self.proc is not None and self.route is not None
+        state = TurnState(
+            route=self.route,
+            policy=self.policy,
+            names=self.dispatcher.names,
+            structured=structured,
+            verified=self.verified,
+            session_id=self.session_id,
+            redefer=redefer,
+        )
         deadline = time.monotonic() + self.timeouts.total if self.timeouts.total else None
+        self.busy = True
+        try:
+            async for item in self._read_step(state, deadline):
+                yield item
+        finally:
+            self.busy = False
 
-        streamed: set[tuple[str | None, str]] = set()  # (message id, "text"/"thinking") with deltas
-        completed: set[str | None] = set()  # message ids whose assistant event arrived
-        texts: list[str] = []
-        rate_limit: RateLimit | None = None
-        warnings: list[str] = []
-        interrupted = False
-
-        while True:
-            event = await self._next(deadline)
+    async def _read_step(self, state: TurnState, deadline: float | None) -> AsyncIterator[TurnEvent]:
+        assert self.proc is not None
+        while state.finished is None:
+            event = self._early.pop(0) if self._early else await self._next(deadline)
             if event is None:
-                raise failure.from_exit(await self._exit_code(), self.proc.stderr_tail(), interrupted=interrupted)
+                code = await self._exit_code()
+                raise failure.from_exit(code, self.proc.stderr_tail(), interrupted=state.interrupted)
+            if isinstance(event, ControlRequest):
+                await self.proc.send(self.dispatcher.answer(event))
+                continue
             if isinstance(event, Init):
-                guard.check_init(event, self.route, self.policy)
-                self.session_id = event.session_id
                 self.proc.socket_path = event.socket_path
-            elif isinstance(event, TextDelta):
-                streamed.add((event.message_id, "text"))
-                if not structured:
-                    texts.append(event.text)
-                    yield Text(event.text)
-            elif isinstance(event, ThinkingDelta):
-                streamed.add((event.message_id, "thinking"))
-                yield Reasoning(event.text)
-            elif isinstance(event, Assistant):
-                if event.api_error is not None:
-                    continue
-                incomplete = {mid for mid, _ in streamed if mid not in completed and mid != event.message_id}
-                completed.add(event.message_id)
-                for block in event.content:
-                    kind = block.get("type")
-                    if kind == "text" and (event.message_id, "text") not in streamed and not structured:
-                        # The CLI fell back to a non-streaming request: the whole text arrives here.
-                        if incomplete and texts:
-                            yield Notice(
-                                "claude-max: the stream was interrupted; the CLI asked again without streaming, "
-                                "the full answer follows"
-                            )
-                        texts.append(block.get("text", ""))
-                        yield Text(block.get("text", ""))
-                    elif kind == "thinking" and (event.message_id, "thinking") not in streamed:
-                        yield Reasoning(str(block.get("thinking", "")))
-                    elif kind == "tool_use" and block.get("name") != "StructuredOutput":
-                        yield ToolUse(str(block.get("name")), block.get("input") or {})
-            elif isinstance(event, User):
-                if "[Request interrupted by user" in json.dumps(event.content):
-                    interrupted = True
-            elif isinstance(event, RateLimit):
-                rate_limit = event
-                try:
-                    warning = guard.check_rate_limit(event, self.policy)
-                except PaidUsageRefused as exc:
-                    # Stop at once: the CLI could make further (paid) requests in this turn.
-                    self.lock.set(event, self.session_id)
-                    await self.kill()
-                    exc.partial_text = "".join(texts)
-                    raise
-                if warning:
-                    warnings.append(warning)
-                    yield Notice(warning)
-            elif isinstance(event, ApiRetry):
-                yield Notice(retry_notice(event))
-            elif isinstance(event, ControlRequest):
-                await self.proc.send(encode_control_error(event.request_id, "not supported by llm-claude-max"))
-            elif isinstance(event, Result):
-                if event.is_error or event.subtype != "success":
-                    raise failure.from_result(event, rate_limit, self.proc.stderr_tail())
-                self.session_id = event.session_id or self.session_id
-                if structured:
-                    if event.structured_output is None:
-                        raise StructuredOutputMissing(
-                            "The model did not return output matching the schema (the CLI's structured_output "
-                            f"is null). Its last text was: {event.text[:500]!r}"
-                        )
-                    text = json.dumps(event.structured_output, ensure_ascii=False)
-                    texts = [text]
-                    yield Text(text)
-                outcome = Outcome(
-                    session_id=self.session_id or "",
-                    model=self._model_of(event),
-                    text="".join(texts),
-                    structured_output=event.structured_output,
-                    route=self.route,
-                    rate_limit=rate_limit,
-                    warnings=warnings,
-                    result=event,
-                )
-                if self.route.route is guard.Route.SUBSCRIPTION and rate_limit is None:
-                    warning = (
-                        "claude-max: the CLI sent no rate_limit_event, so subscription billing of this prompt is "
-                        "unverified (recorded in the response)"
-                    )
-                    warnings.append(warning)
-                    yield Notice(warning)
-                yield Done(outcome)
-                return
+            try:
+                out = state.feed(event)
+            except PaidUsageRefused:
+                # Stop at once: the CLI could make further (paid) requests in this turn.
+                if state.rate_limit is not None:
+                    self.lock.set(state.rate_limit, state.session_id)
+                await self.kill()
+                raise
+            except ClaudeMaxError as exc:
+                if isinstance(exc, APIError) and exc.stderr is None:
+                    exc.stderr = self.proc.stderr_tail() or None
+                raise
+            self.verified = state.verified
+            self.session_id = state.session_id or self.session_id
+            for item in out:
+                if isinstance(item, Deferred):
+                    self.paused = item.calls
+                yield item
 
     async def _exit_code(self) -> int:
         """After the end of output: the exit code (a CLI that closed stdout but lingers is killed)."""
@@ -458,13 +388,6 @@ class Session:
             raise ClaudeTimeout(
                 f"The CLI sent nothing for {self.timeouts.idle:g} s; it was stopped.", stderr=stderr
             ) from None
-
-    @staticmethod
-    def _model_of(result: Result) -> str | None:
-        usage = result.raw.get("model_usage_since_last_result") or result.raw.get("modelUsage")
-        if isinstance(usage, dict) and usage:
-            return str(next(iter(usage)))
-        return None
 
     # -- ending ---------------------------------------------------------------------------------
     async def close(self) -> None:

@@ -15,11 +15,15 @@ from typing import Any
 from .. import errors
 from ..content import Block, Turn
 from ..runner.session import Notice, Reasoning, Summary, Text
+from ..tools import ToolCall
 
 
 @dataclass(frozen=True)
 class Finished:
+    """A step ended: with the model's answer, or (``calls``) with calls of the caller's tools."""
+
     summary: Summary
+    calls: tuple[ToolCall, ...] = ()
 
 
 def _content(blocks: Sequence[Block]) -> list[dict[str, Any]]:

@@ -1,0 +1,147 @@
+"""The one long-lived event loop that owns every CLI process of this Python process (the `llm` plugin).
+
+A CLI paused at a tool call must outlive the ``execute()`` that started it, and an asyncio subprocess
+belongs to the loop that spawned it; so every CLI runs on one loop, in a daemon thread, with one
+:class:`~llm_claude_max.runner.pool.Pool`. The sync model iterates work there with :meth:`Background.iterate`;
+the async model, on its own loop, with :meth:`Background.aiterate`. Either way, a caller that stops early
+(``break``, an exception, Ctrl-C, cancellation) cancels the work and waits until its cleanup, which ends
+the CLI, has run.
+
+At interpreter exit the pool is closed (every kept process ended) before the loop stops.
+(`claude-max serve` has its own loop and pool and does not use this module.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+
+from .pool import Pool
+
+T = TypeVar("T")
+_ITEM, _ERROR, _END = "item", "error", "end"
+EXIT_GRACE_SECONDS = 5.0
+
+
+class Background:
+    """The loop thread and its pool. Get it with :func:`background`."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self._run, name="llm-claude-max", daemon=True)
+        self.thread.start()
+        self.pool = self.call(self._make_pool)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    @staticmethod
+    async def _make_pool() -> Pool:
+        return Pool()
+
+    def call(self, factory: Callable[[], Any], timeout: float | None = None) -> Any:
+        """Run a coroutine from ``factory`` on the loop and wait for its result (from another thread)."""
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("llm-claude-max's background loop cannot wait for itself")
+        return asyncio.run_coroutine_threadsafe(factory(), self.loop).result(timeout)
+
+    def iterate(self, factory: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+        """Iterate an async iterator that runs on the loop, from synchronous code."""
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("llm-claude-max's background loop cannot wait for itself")
+        items: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        finished = threading.Event()
+        future = asyncio.run_coroutine_threadsafe(_pump(factory, items.put, finished.set), self.loop)
+        try:
+            while True:
+                kind, value = items.get()
+                if kind == _ITEM:
+                    yield value  # type: ignore[misc]
+                elif kind == _ERROR:
+                    assert isinstance(value, BaseException)
+                    raise value
+                else:
+                    return
+        finally:
+            future.cancel()
+            finished.wait()  # its cleanup (ending the CLI) has run
+
+    async def aiterate(self, factory: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
+        """Iterate an async iterator that runs on the loop, from another event loop."""
+        caller = asyncio.get_running_loop()
+        if caller is self.loop:
+            async for item in factory():
+                yield item
+            return
+        items: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+        finished = asyncio.Event()
+
+        def threadsafe(call: Callable[..., Any], *args: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody is listening
+                caller.call_soon_threadsafe(call, *args)
+
+        future = asyncio.run_coroutine_threadsafe(
+            _pump(factory, lambda entry: threadsafe(items.put_nowait, entry), lambda: threadsafe(finished.set)),
+            self.loop,
+        )
+        try:
+            while True:
+                kind, value = await items.get()
+                if kind == _ITEM:
+                    yield value  # type: ignore[misc]
+                elif kind == _ERROR:
+                    assert isinstance(value, BaseException)
+                    raise value
+                else:
+                    return
+        finally:
+            future.cancel()
+            # Wait for its cleanup (the CLI ended). A second cancellation of ours ends the wait; the cleanup
+            # goes on, on the background loop.
+            await finished.wait()
+
+    def close(self) -> None:
+        """End every kept process and stop the loop (at interpreter exit)."""
+        if not self.loop.is_running() or os.getpid() != self.pid:
+            return
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            self.call(self.pool.close, timeout=EXIT_GRACE_SECONDS)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+async def _pump(
+    factory: Callable[[], AsyncIterator[Any]], put: Callable[[tuple[str, object]], None], done: Callable[[], None]
+) -> None:
+    try:
+        async for item in factory():
+            put((_ITEM, item))
+        put((_END, None))
+    except BaseException as exc:  # delivered to the consumer, re-raised there
+        put((_ERROR, exc))
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+    finally:
+        done()
+
+
+_state: dict[str, Background] = {}
+_lock = threading.Lock()
+
+
+def background() -> Background:
+    """The process's background loop, started on first use (and again in a forked child)."""
+    with _lock:
+        current = _state.get("background")
+        if current is None or current.pid != os.getpid():
+            current = _state["background"] = Background()
+            atexit.register(current.close)
+        return current
