@@ -79,6 +79,51 @@ def rate_limit(
     return {"type": "rate_limit_event", "rate_limit_info": info}
 
 
+def tool_start(index: int, tool_id: str, name: str, message_id: str = "msg_1") -> dict[str, Any]:
+    block = {"type": "tool_use", "id": tool_id, "name": name, "input": {}}
+    event = {"type": "content_block_start", "index": index, "content_block": block}
+    return {"type": "stream_event", "event": event, "api_message_id": message_id}
+
+
+def tool_delta(index: int, partial_json: str, message_id: str = "msg_1") -> dict[str, Any]:
+    delta = {"type": "input_json_delta", "partial_json": partial_json}
+    event = {"type": "content_block_delta", "index": index, "delta": delta}
+    return {"type": "stream_event", "event": event, "api_message_id": message_id}
+
+
+def tool_use(tool_id: str, name: str, arguments: dict[str, Any], message_id: str = "msg_1") -> dict[str, Any]:
+    """The ``assistant`` event of one tool_use block (the CLI sends one per block)."""
+    block = {"type": "tool_use", "id": tool_id, "name": name, "input": arguments}
+    return {"type": "assistant", "message": {"id": message_id, "model": "claude-opus-5-5", "content": [block]}}
+
+
+def tool_result_event(tool_use_id: str, content: str, *, is_error: bool = False) -> dict[str, Any]:
+    """The user message the CLI adds with the result of one of its own tools."""
+    block = {"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error}
+    return {"type": "user", "message": {"role": "user", "content": [block]}}
+
+
+def hook_callback(tool_id: str, api_name: str, request_id: str = "hook-1") -> dict[str, Any]:
+    """The CLI asking our PreToolUse hook about a tool call."""
+    hook_input = {"hook_event_name": "PreToolUse", "tool_name": api_name, "tool_use_id": tool_id}
+    request = {"subtype": "hook_callback", "callback_id": "llm-claude-max-pre-tool-use", "input": hook_input}
+    return {"type": "control_request", "request_id": request_id, "request": request}
+
+
+def deferred(calls: list[tuple[str, str, dict[str, Any]]], *, session_id: str = SESSION) -> list[dict[str, Any]]:
+    """The steps of a turn that ends calling the caller's tools ``(id, api name, arguments)``."""
+    steps: list[dict[str, Any]] = [{"emit": init(session_id)}]
+    for index, (tool_id, name, arguments) in enumerate(calls):
+        steps += [
+            {"emit": tool_start(index, tool_id, name)},
+            {"emit": tool_delta(index, json.dumps(arguments))},
+            {"emit": tool_use(tool_id, name, arguments)},
+            {"emit": hook_callback(tool_id, name, f"hook-{index}")},
+        ]
+    steps += [{"emit": rate_limit()}, {"emit": result("", stop_reason="tool_deferred", session_id=session_id)}]
+    return steps
+
+
 def api_retry(
     attempt: int, max_retries: int = 3, delay_ms: float = 1200, error: str = "overloaded", status: int | None = 529
 ) -> dict[str, Any]:

@@ -228,27 +228,60 @@ def test_conversation_resumes_the_cli_session(
     assert [m["role"] for m in body["messages"] if m["role"] != "system"] == ["user", "assistant", "user"]
     assert "Be brief." in system_texts(api.message_requests[1])
 
-    # The CLI's transcripts vanish (another machine, cleanup): the history is replayed, and we say so.
+    # The CLI's transcripts vanish (another machine, cleanup): the history is given to a new session as real
+    # messages (a seeded session), and we say so.
     for transcript in (home / ".claude" / "projects").rglob("*.jsonl"):
         transcript.unlink()
     third = conversation.prompt("third prompt")
     third.text()
     assert third.response_json is not None
-    assert third.response_json["continued"] == "replayed"
+    assert third.response_json["continued"] == "seeded"
     assert third.response_json["session_id"] != first.response_json["session_id"]
-    replayed = "\n".join(user_texts(api.message_requests[2]))
-    for text in ("first prompt", "Reply ONE", "second prompt", "Reply TWO", "third prompt"):
-        assert text in replayed
+    messages = [m for m in api.message_requests[2].body["messages"] if m["role"] != "system"]  # type: ignore[index]
+    assert [(m["role"], text_of(m)) for m in messages] == [
+        ("user", "first prompt"),
+        ("assistant", "Reply ONE"),
+        ("user", "second prompt"),
+        ("assistant", "Reply TWO"),
+        ("user", "third prompt"),
+    ]
     assert "replaying 4 earlier message(s)" in capsys.readouterr().err
     assert "Be brief." in system_texts(api.message_requests[2])
 
 
-def test_conversation_started_with_another_model_is_replayed(api: FakeAnthropicAPI) -> None:
+def text_of(message: dict[str, Any]) -> str:
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(
+        b.get("text", "") for b in content if b.get("type") == "text" and "<system-reminder>" not in b["text"]
+    )
+
+
+def test_conversation_is_replayed_as_text_when_it_cannot_be_seeded(
+    api: FakeAnthropicAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llm_claude_max.runner import seed
+
+    def unwritable(*args: Any, **kwargs: Any) -> str:
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(seed, "write", unwritable)
     history = [llm.user("What is 2+2?"), llm.assistant("4, says another model")]
-    response = model().prompt("And doubled?", messages=[*history, llm.user("And doubled?")])
+    response = model().prompt("And doubled?", messages=history)
     response.text()
     assert response.response_json is not None and response.response_json["continued"] == "replayed"
-    assert "4, says another model" in "\n".join(user_texts(api.message_requests[0]))
+    replayed = "\n".join(user_texts(api.message_requests[0]))
+    assert "4, says another model" in replayed and "And doubled?" in replayed
+
+
+def test_conversation_started_with_another_model_is_seeded(api: FakeAnthropicAPI) -> None:
+    history = [llm.user("What is 2+2?"), llm.assistant("4, says another model")]
+    response = model().prompt("And doubled?", messages=history)
+    response.text()
+    assert response.response_json is not None and response.response_json["continued"] == "seeded"
+    messages = [m for m in api.message_requests[0].body["messages"] if m["role"] != "system"]  # type: ignore[index]
+    assert [text_of(m) for m in messages] == ["What is 2+2?", "4, says another model", "And doubled?"]
 
 
 # -- attachments --------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Unit tests of the pure parts: routes, argv/env, protocol, guard, conversation planning, catalog, errors."""
+"""Unit tests of the pure parts: routes, argv/env, protocol, guard, catalog, errors."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from pathlib import Path
 import llm
 import pytest
 
-from llm_claude_max import catalog, conversation, guard, routes
+from llm_claude_max import catalog, guard, routes
 from llm_claude_max.errors import (
     BillingRouteRefused,
     ClaudeMaxError,
-    InvalidRequest,
     NotLoggedIn,
     PaidUsageRefused,
     UsageLimitReached,
@@ -302,76 +301,6 @@ def test_usage_limit_error_text() -> None:
     error = failure.from_result(result, rate, "")
     assert isinstance(error, UsageLimitReached)
     assert str(error).startswith("Claude 7-day limit reached, resets ")
-
-
-# -- conversation planning -------------------------------------------------------------------------------
-
-
-def with_session(text: str, session_id: str) -> llm.Message:
-    from llm.parts import TextPart
-
-    return llm.Message(
-        role="assistant", parts=[TextPart(text=text, provider_metadata={"claude_max": {"session_id": session_id}})]
-    )
-
-
-SID = "11111111-2222-3333-4444-555555555555"
-
-
-def test_plan_new_conversation() -> None:
-    plan = conversation.plan(
-        [llm.system("Sys"), llm.user("hi")], placement=SystemPlacement.REPLACE, transcript_exists=lambda s: True
-    )
-    assert plan.system == "Sys" and plan.content == [{"type": "text", "text": "hi"}] and plan.resume is None
-
-
-def test_plan_resumes_when_the_transcript_exists() -> None:
-    messages = [llm.user("a"), with_session("b", SID), llm.user("c")]
-    plan = conversation.plan(messages, placement=SystemPlacement.REPLACE, transcript_exists=lambda s: s == SID)
-    assert plan.resume == SID and plan.content == [{"type": "text", "text": "c"}] and plan.notice is None
-
-
-def test_plan_replays_when_the_transcript_is_gone() -> None:
-    messages = [llm.system("Sys"), llm.user("a"), with_session("b", SID), llm.user("c")]
-    plan = conversation.plan(messages, placement=SystemPlacement.USER, transcript_exists=lambda s: False)
-    assert plan.resume is None and plan.replayed == 2
-    assert plan.system is None  # placement=user: the system prompt travels in the message
-    text = plan.content[0]["text"]
-    assert (
-        text.index("<system_instructions>\nSys")
-        < text.index("<user>\na")
-        < text.index("<assistant>\nb")
-        < text.index("new message:\nc")
-    )
-    assert plan.notice is not None and SID in plan.notice
-
-
-def test_plan_replays_when_another_model_answered_last() -> None:
-    messages = [llm.user("a"), with_session("b", SID), llm.user("c"), llm.assistant("d from gpt"), llm.user("e")]
-    plan = conversation.plan(messages, placement=SystemPlacement.REPLACE, transcript_exists=lambda s: True)
-    assert plan.resume is None and plan.replayed == 4
-
-
-def test_plan_rejects_empty_prompts() -> None:
-    with pytest.raises(InvalidRequest):
-        conversation.plan([llm.user("")], placement=SystemPlacement.REPLACE, transcript_exists=lambda s: True)
-
-
-def test_plan_attachments_keep_their_place() -> None:
-    image = llm.Attachment(type="image/png", content=b"\x89PNG fake")
-    plan = conversation.plan(
-        [llm.user("look", image)], placement=SystemPlacement.REPLACE, transcript_exists=lambda s: True
-    )
-    assert [b["type"] for b in plan.content] == ["text", "image"]
-    assert plan.content[1]["source"]["media_type"] == "image/png"
-
-
-def test_unreadable_attachment_is_invalid_request(tmp_path: Path) -> None:
-    missing = llm.Attachment(type="image/png", path=str(tmp_path / "nope.png"))
-    with pytest.raises(InvalidRequest, match=r"nope\.png"):
-        conversation.plan(
-            [llm.user("look", missing)], placement=SystemPlacement.REPLACE, transcript_exists=lambda s: True
-        )
 
 
 # -- catalog, versions, the error mixin --------------------------------------------------------------------
