@@ -130,10 +130,21 @@ def _states(pids: Iterable[int]) -> dict[int, str]:
     return {pid: f"state={f[0]} ppid={f[1]} pgid={f[2]}" for pid in pids if (f := proctable.stat(pid))}
 
 
+def _end_background_processes() -> None:
+    """What interpreter exit does for the plugin: end the processes its background loop keeps (a chain
+    abandoned while paused at a tool call)."""
+    from llm_claude_max.runner import loop
+
+    current = loop._state.get("background")
+    if current is not None and current.pid == os.getpid():
+        current.call(current.pool.end_all, timeout=10)
+
+
 @pytest.fixture(autouse=True)
 def no_orphans() -> Iterator[None]:
     before = set(_claude_processes())
     yield
+    _end_background_processes()
     deadline = time.monotonic() + 3.0
     while True:
         left = {pid: cmd for pid, cmd in _claude_processes().items() if pid not in before}

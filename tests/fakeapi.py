@@ -239,10 +239,15 @@ class _Handler(BaseHTTPRequestHandler):
     # -- answer building ---------------------------------------------------------------------
     def _answer_blocks(self, body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
         tools = {t.get("name") for t in body.get("tools") or [] if isinstance(t, dict)}
-        last = (body.get("messages") or [{}])[-1]
-        answered_tool = isinstance(last.get("content"), list) and any(
-            isinstance(b, dict) and b.get("type") == "tool_result" for b in last["content"]
-        )
+        messages = body.get("messages") or [{}]
+        structured_calls = {
+            b.get("id")
+            for m in messages
+            if m.get("role") == "assistant" and isinstance(m.get("content"), list)
+            for b in m["content"]
+            if isinstance(b, dict) and b.get("type") == "tool_use" and b.get("name") == "StructuredOutput"
+        }
+        answered_tool = any(r.get("tool_use_id") in structured_calls for r in tool_results(body))
         blocks: list[dict[str, Any]] = []
         if reply.thinking:
             blocks.append({"type": "thinking", "thinking": reply.thinking, "signature": "sig-fake"})

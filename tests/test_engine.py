@@ -282,7 +282,7 @@ def test_plans_for_tool_results(home: Path) -> None:
     req = request(history, new=(result("t1", "warm"),))
     pool = Pool()
     assert plans(pool, req) == ["seeded", "replayed"]
-    alive = SimpleNamespace(alive=True)
+    alive = SimpleNamespace(alive=True, spec=req.spec)
     from llm_claude_max.request import spec_key
 
     pool.paused[("", "t1")] = Held(alive, spec_key(req.spec), "", 0.0)  # type: ignore[arg-type]

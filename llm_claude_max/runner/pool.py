@@ -73,6 +73,8 @@ class Plan:
     results: tuple[ToolResult, ...] = ()
     redefer: bool = False
     """The resumed session pauses at start-up on a call of ``results`` (seeded)."""
+    structured: bool | None = None
+    """Whether the step ends in structured output, when the process decides it (a paused one)."""
 
 
 class Pool:
@@ -147,8 +149,11 @@ class Pool:
         held = next((h for r in results if (h := self.paused.get((request.partition, r.call_id)))), None)
         if held is not None:
             self._unpark(held)
-            if held.session.alive and held.spec == spec_key(request.spec, request.cwd):
-                yield Plan("paused", session=held.session, results=results)
+            # llm's chains drop the schema on their tool-result steps: a paused process keeps its own.
+            schema = request.spec.json_schema or held.session.spec.json_schema
+            if held.session.alive and held.spec == spec_key(replace(request.spec, json_schema=schema), request.cwd):
+                structured = schema is not None
+                yield Plan("paused", session=held.session, results=results, structured=structured)
             else:
                 self._discard(held)
         if not request.pending_calls:
@@ -194,7 +199,7 @@ class Pool:
             raise SessionNotFound(f"Could not write the conversation for the CLI: {exc}") from exc
 
     async def _drive(self, plan: Plan, session: Session, request: TurnRequest) -> AsyncIterator[TurnEvent]:
-        structured = request.structured
+        structured = request.structured if plan.structured is None else plan.structured
         if plan.redefer:
             calls = await session.redeferred()
             results = [r for r in plan.results if r.call_id in {c.id for c in calls}]
@@ -300,16 +305,20 @@ class Pool:
             if held.last_used < before or not held.session.alive:
                 self._discard(held)
 
+    async def end_all(self) -> None:
+        """End every process started here (the pool stays usable)."""
+        self.paused.clear()
+        self.live.clear()
+        await asyncio.gather(*(self._end(s) for s in list(self.sessions)), return_exceptions=True)
+
     async def close(self) -> None:
-        """End every process (interpreter exit, server shutdown)."""
+        """End every process and keep no more (interpreter exit, server shutdown)."""
         self._closed = True
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        self.paused.clear()
-        self.live.clear()
-        await asyncio.gather(*(self._end(s) for s in list(self.sessions)), return_exceptions=True)
+        await self.end_all()
 
     def health(self) -> dict[str, int]:
         return {
