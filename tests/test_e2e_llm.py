@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from llm.cli import cli as llm_cli
 
 from .conftest import FakeCLI
-from .fakeapi import FakeAnthropicAPI, Reply
+from .fakeapi import FakeAnthropicAPI, Reply, ToolUse, tool_results
 
 pytestmark = pytest.mark.real_cli
 
@@ -147,3 +148,77 @@ def test_registering_models_never_starts_the_cli(fake_cli: FakeCLI) -> None:
     assert result.exit_code == 0
     assert "claude-max-opus" in result.output
     assert fake_cli.invocations() == []
+
+
+# -- tools ------------------------------------------------------------------------------------------------
+FUNCTIONS = "def multiply(a: int, b: int) -> int:\n    'Multiply two integers.'\n    return a * b\n"
+
+
+def test_functions_through_the_llm_command(api: FakeAnthropicAPI) -> None:
+    api.enqueue(Reply(text="", tool_uses=[ToolUse("multiply", {"a": 3, "b": 7})]), Reply(text="3*7 is 21."))
+    result = llm_run("-m", "claude-max", "--functions", FUNCTIONS, "--td", "what is 3*7")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "3*7 is 21."
+    assert "multiply" in result.stderr  # --td shows the call
+    assert tool_results(api.message_requests[1].body)[0]["content"] == "21"
+    logs = json.loads(llm_run("logs", "--json", "-n", "2").stdout)
+    assert [r["tool_calls"][0]["name"] if r["tool_calls"] else None for r in logs] == ["multiply", None]
+    assert logs[1]["tool_results"][0]["output"] == "21"
+
+
+def test_a_tool_plugin_from_pypi(api: FakeAnthropicAPI) -> None:
+    """`llm -m claude-max -T simple_eval 'what is 3*7'`, with llm-tools-simpleeval installed."""
+    api.enqueue(Reply(text="", tool_uses=[ToolUse("simple_eval", {"expression": "3*7"})]), Reply(text="It is 21."))
+    result = llm_run("-m", "claude-max", "-T", "simple_eval", "what is 3*7")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "It is 21."
+    assert tool_results(api.message_requests[1].body)[0]["content"] == "21"
+
+
+def test_a_chain_that_hits_its_limit_ends_the_paused_cli_without_a_request(api: FakeAnthropicAPI) -> None:
+    api.enqueue(Reply(text="", tool_uses=[ToolUse("multiply", {"a": 1, "b": 2})]), Reply(text="never sent"))
+    result = llm_run("-m", "claude-max", "--functions", FUNCTIONS, "--cl", "1", "q")
+    assert result.returncode == 1 and "Chain limit of 1 exceeded" in result.stderr
+    assert len(api.message_requests) == 1  # llm exited: the paused CLI was ended, not asked again
+
+
+def approval_prompt(api: FakeAnthropicAPI) -> tuple[subprocess.Popen[bytes], int]:
+    """`llm --ta` on a terminal (stdin a pty, as a user has it), stopped at "Approve tool call?"."""
+    api.enqueue(Reply(text="", tool_uses=[ToolUse("multiply", {"a": 1, "b": 2})]), Reply(text="never sent"))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [LLM, "-m", "claude-max", "--functions", FUNCTIONS, "--ta", "q"],
+        stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(),
+    )  # fmt: skip
+    os.close(slave)
+    assert proc.stdout is not None
+    seen = b""
+    while b"Approve tool call?" not in seen:
+        chunk = proc.stdout.read1(1024)
+        assert chunk, f"llm ended before asking: {seen!r}"
+        seen += chunk
+    return proc, master
+
+
+def test_a_declined_tool_call_reaches_the_model_as_cancelled(api: FakeAnthropicAPI) -> None:
+    """llm 0.36 does not end the chain when a call is declined: the model is told, as with llm-anthropic."""
+    proc, master = approval_prompt(api)
+    try:
+        os.write(master, b"n\n")
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0 and out.decode().strip().endswith("never sent")
+    [result] = tool_results(api.message_requests[1].body)
+    assert result["is_error"] is True and "User cancelled tool call" in result["content"]
+
+
+def test_ctrl_c_while_a_tool_call_waits_for_approval(api: FakeAnthropicAPI) -> None:
+    proc, master = approval_prompt(api)
+    try:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+    assert proc.returncode != 0
+    assert len(api.message_requests) == 1
