@@ -610,6 +610,49 @@ def _cpu_jiffies() -> tuple[int, int]:
     return busy, busy + idle + iowait
 
 
+# -- tools ----------------------------------------------------------------------------------------
+FUNCTIONS = "def multiply(a: int, b: int) -> int:\n    'Multiply two integers.'\n    return a * b\n"
+
+
+def bench_tools(runs: int) -> Report:
+    """A tool round trip through `llm --functions`: from the end of the model's tool call (the fake API has
+    written its last byte) to the next upstream request, which carries the result; against the same run's
+    cold start (llm launched -> first upstream request)."""
+    from tests.fakeapi import Reply, ToolUse
+
+    round_trips: list[float] = []
+    colds: list[float] = []
+    with Sandbox() as sandbox:
+        command = sandbox.llm("llm --functions", "-m", "claude-max", "--functions", FUNCTIONS, "what is 3*7")
+        for _ in range(runs):
+            sandbox.api.requests.clear()
+            sandbox.api.enqueue(Reply(text="", tool_uses=[ToolUse("multiply", {"a": 3, "b": 7})]), Reply(text="21"))
+            started = time.monotonic()
+            run(command, sandbox, expect=b"21")
+            first, second = sandbox.api.message_requests[:2]
+            if first.answered_at is None:
+                raise BenchError("the fake API did not finish its tool-call answer")
+            round_trips.append(second.at - first.answered_at)
+            colds.append(first.at - started)
+        leftovers = sandbox.leftovers
+    trip, cold = Stats.of(round_trips), Stats.of(colds)
+    ratio = trip.median / cold.median
+    rows = [
+        time_row("tool round trip: end of the tool call -> next upstream request", trip),
+        time_row("cold: llm launched -> first upstream request", cold),
+        ratio_row("round trip / cold", ratio, [a / b for a, b in zip(round_trips, colds, strict=True)]),
+    ]
+    return Report(
+        "tools",
+        "Tool round trip through a paused CLI vs a cold start, same fake API",
+        TIME_COLUMNS,
+        rows,
+        [Check("tool round trip, median ms", round(trip.median * 1000, 1), 50)],
+        ["the round trip includes llm running the tool and the CLI writing the result upstream"],
+        {"round_trip_seconds": round_trips, "cold_seconds": colds, "ratio": ratio, "leftovers": leftovers},
+    )
+
+
 BENCHMARKS: dict[str, tuple[Callable[[int], Report], int]] = {
     "import": (bench_import, 15),
     "prompt": (bench_prompt, 10),
@@ -617,5 +660,6 @@ BENCHMARKS: dict[str, tuple[Callable[[int], Report], int]] = {
     "rss": (bench_rss, 5),
     "doctor": (bench_doctor, 10),
     "server": (bench_server, 10),
+    "tools": (bench_tools, 10),
 }
 """name -> (benchmark, default number of runs)."""

@@ -69,6 +69,9 @@ class Recorded:
     body: dict[str, Any] | None
     raw_size: int
     at: float
+    """When the request arrived (``time.monotonic()``: comparable across processes on Linux)."""
+    answered_at: float | None = None
+    """When the answer was completely written."""
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers.items():
@@ -199,6 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
         rec = Recorded(self.command, self.path, dict(self.headers.items()), body, len(raw), time.monotonic())
         with self.owner._lock:
             self.owner.requests.append(rec)
+        self._recorded = rec
         return body
 
     def do_GET(self) -> None:
@@ -235,6 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(body, reply, blocks)
         else:
             self._json(200, self._message(body, reply, blocks), reply.headers)
+        self._recorded.answered_at = time.monotonic()
 
     # -- answer building ---------------------------------------------------------------------
     def _answer_blocks(self, body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
