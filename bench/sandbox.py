@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from llm_claude_max.runner.locate import TESTED_VERSION
 from tests import proctable
 from tests.fakeapi import FakeAnthropicAPI
 
-PINNED_VERSION = "2.1.328"
+PINNED_VERSION = TESTED_VERSION
 PINNED_CLI = Path.home() / ".cache/llm-claude-max/claude-cli" / PINNED_VERSION / "node_modules/.bin/claude"
 LLM = Path(sys.executable).parent / "llm"
 CLAUDE_MAX = Path(sys.executable).parent / "claude-max"

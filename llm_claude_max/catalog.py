@@ -15,6 +15,8 @@ from typing import Any
 from . import paths
 
 DEFAULT_ALIAS = "default"
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+"""The CLI's ``--effort`` levels; each model's own list (``supportedEffortLevels``) is in its entry."""
 
 
 @dataclass(frozen=True)

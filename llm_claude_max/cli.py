@@ -120,7 +120,6 @@ def doctor(
     click_ctx.exit(code)
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOS_WARNING = (
     "WARNING: this server is reachable from other machines. Anthropic's terms do not allow serving other "
     "people through your Claude subscription; keep it to your own devices, behind the API key."
@@ -177,9 +176,10 @@ def serve(
     log_level: str,
 ) -> None:
     """An OpenAI-compatible server (/v1/chat/completions, /v1/models) on this machine, billed to your plan."""
+    from .config import LOOPBACK_HOSTS
     from .server.run import ServeOptions, run
 
-    public = host not in LOOPBACK
+    public = host not in LOOPBACK_HOSTS
     if public and not allow_remote:
         raise click.UsageError(f"--host {host} is reachable from other machines; add --allow-remote to mean it.")
     options = ServeOptions(

@@ -24,6 +24,9 @@ DOCUMENTED: dict[str, str] = {
     SERVER_KEY: "API key for a `claude-max serve` that requires one",
 }
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""Names of this machine's loopback interface: the server's default, and what a loopback server answers to."""
+
 _TRUE = {"1", "true", "yes", "on"}
 
 

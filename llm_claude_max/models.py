@@ -1,13 +1,14 @@
 """The llm models: Claude through the user's own Claude Code CLI, billed to their plan.
 
-``ClaudeMax`` and ``AsyncClaudeMax`` share one core (``_Shared._stream``, an async generator); the
-sync model drives it through :func:`~llm_claude_max.runner.bridge.iterate_sync`.
+``ClaudeMax`` and ``AsyncClaudeMax`` share one core (``_Shared._stream``, an async generator). Every CLI
+runs on the plugin's background loop (:mod:`llm_claude_max.runner.loop`), so a CLI paused at a tool call
+outlives the ``execute()`` that started it and the next ``execute()`` (with the tool results) finds it.
+The sync model runs the core there; the async model runs it on its own loop and reaches the CLI there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +19,7 @@ import llm
 from llm.parts import StreamEvent
 from pydantic import Field, field_validator
 
-from . import config, content, conversation, guard
+from . import catalog, config, content, conversation, guard
 from .catalog import CatalogModel
 from .content import Turn
 from .errors import ClaudeMaxError, ClaudeTimeout, InvalidRequest
@@ -44,17 +45,10 @@ from .server.client import Finished
 from .tools import ToolSpec
 
 
-class Effort(enum.StrEnum):
-    low = "low"
-    medium = "medium"
-    high = "high"
-    xhigh = "xhigh"
-    max = "max"
-
-
 class ClaudeMaxOptions(llm.Model.Options):
-    effort: Effort | None = Field(
-        default=None, description="Reasoning effort: low, medium, high, xhigh or max (default: the CLI's, medium)"
+    effort: str | None = Field(
+        default=None,
+        description=f"Reasoning effort: {', '.join(catalog.EFFORTS)} (default: the CLI's, medium)",
     )
     system_placement: SystemPlacement | None = Field(
         default=None,
@@ -91,6 +85,13 @@ class ClaudeMaxOptions(llm.Model.Options):
     cli: str | None = Field(
         default=None, description="Path of the claude executable (default: $CLAUDE_MAX_CLI or PATH)"
     )
+
+    @field_validator("effort")
+    @classmethod
+    def _effort(cls, value: str | None) -> str | None:
+        if value is not None and value not in catalog.EFFORTS:
+            raise ValueError(f"must be one of {', '.join(catalog.EFFORTS)}")
+        return value
 
     @field_validator("claude_tools")
     @classmethod
@@ -221,7 +222,7 @@ class _Shared:
             system_prompt=(split.system or None) if placement is not SystemPlacement.USER else None,
             placement=placement,
             json_schema=prompt.schema,  # type: ignore[arg-type]
-            effort=options.effort.value if options.effort else None,
+            effort=self._effort(options.effort),
             claude_tools=claude_tools,
             caller_tools=tool_specs(prompt.tools),
             extra_env={"CLAUDE_CODE_MAX_RETRIES": str(options.max_retries)} if options.max_retries is not None else {},
@@ -269,7 +270,7 @@ class _Shared:
         turns = [Turn(m.role, conversation.blocks_of(m)) for m in prompt.messages if m.role != "system"]
         extension: dict[str, Any] = {"system_placement": (options.system_placement or SystemPlacement.REPLACE).value}
         if options.effort:
-            extension["effort"] = options.effort.value
+            extension["effort"] = self._effort(options.effort)
         if options.max_retries is not None:
             extension["max_retries"] = options.max_retries
         events = client.prompt(
@@ -297,6 +298,12 @@ class _Shared:
                 yield event
         finally:
             await events.aclose()
+
+    def _effort(self, effort: str | None) -> str | None:
+        """The effort, if this model takes it (the CLI lists each model's levels)."""
+        if effort is not None and self.entry.efforts and effort not in self.entry.efforts:
+            raise InvalidRequest(f"{self.model_id} takes the efforts {', '.join(self.entry.efforts)}, not {effort!r}.")
+        return effort
 
     def _record(self, response: Any, summary: Summary) -> None:
         usage = summary.usage

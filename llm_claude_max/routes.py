@@ -134,6 +134,10 @@ REMOVED: frozenset[str] = frozenset(v.name for v in VARIABLES if v.removed)
 API_BILLING: frozenset[str] = frozenset(v.name for v in VARIABLES if v.kind is Kind.API_KEY)
 """Variables passed through only when the user has opted in to API-key billing."""
 
+FILE_DESCRIPTORS: tuple[str, ...] = tuple(v.name for v in VARIABLES if v.name.endswith("_FILE_DESCRIPTOR"))
+"""Variables naming an inherited file descriptor the CLI reads a credential from (it must stay open in
+the child when the variable is passed on)."""
+
 
 class Rung(enum.IntEnum):
     """Claude Code's credential precedence, highest first (the documented order, ``authentication.md``)."""

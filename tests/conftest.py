@@ -24,13 +24,14 @@ from typing import Any
 import pytest
 
 from llm_claude_max import config, routes
+from llm_claude_max.runner.locate import TESTED_VERSION
 
 from . import proctable
 from .fakeapi import FakeAnthropicAPI
 
 TESTS = Path(__file__).parent
 FAKE_CLAUDE = TESTS / "fake_claude.py"
-PINNED_VERSION = "2.1.328"
+PINNED_VERSION = TESTED_VERSION
 DEFAULT_PINNED = (
     Path.home() / ".cache" / "llm-claude-max" / "claude-cli" / PINNED_VERSION / "node_modules" / ".bin" / "claude"
 )
@@ -196,5 +197,6 @@ def fake_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeCLI:
     fake.scenario()
     monkeypatch.setenv(config.CLI, str(FAKE_CLAUDE))
     monkeypatch.setenv("FAKE_CLAUDE_SCENARIO", str(fake.dir / "scenario.json"))
+    monkeypatch.setenv("FAKE_CLAUDE_VERSION", TESTED_VERSION)
     monkeypatch.setenv("FAKE_CLAUDE_LOG", str(fake.dir / "log.jsonl"))
     return fake

@@ -29,6 +29,8 @@ import time
 from typing import Any
 
 SESSION = "5e55e55e-0000-4000-8000-000000000001"
+VERSION = os.environ.get("FAKE_CLAUDE_VERSION", "0.0.0")
+"""The version it reports: the pinned CLI's, set by the ``fake_cli`` fixture."""
 
 
 # -- event builders (used by the tests) -------------------------------------------------------
@@ -39,7 +41,7 @@ def init(session_id: str = SESSION, api_key_source: str = "none", model: str = "
         "session_id": session_id,
         "model": model,
         "apiKeySource": api_key_source,
-        "claude_code_version": "2.1.328",
+        "claude_code_version": VERSION,
         "messaging_socket_path": None,
     }
 
@@ -236,7 +238,7 @@ def _run_steps(steps: list[dict[str, Any]]) -> None:
 def main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["--version"]:  # answered like the real CLI: `read_version` passes no scenario
-        _out("2.1.328 (Claude Code)")
+        _out(f"{VERSION} (Claude Code)")
         return
     with open(os.environ["FAKE_CLAUDE_SCENARIO"]) as f:
         scenario = json.load(f)

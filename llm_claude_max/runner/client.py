@@ -7,13 +7,11 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, config, guard, paths
+from .. import catalog, config, guard, paths, routes
 from .command import CommandSpec, build_env
 from .locate import find_cli
 from .protocol import JSON
 from .session import DEFAULT_TIMEOUTS, Session, Timeouts, TurnEvent
-
-FD_VARIABLES = ("CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR", "CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR")
 
 
 class ClaudeCLI:
@@ -113,7 +111,7 @@ class ClaudeCLI:
 def _inherited_fds(env: Mapping[str, str]) -> tuple[int, ...]:
     """File descriptors the CLI is told to read a credential from must stay open in the child."""
     fds = []
-    for name in FD_VARIABLES:
+    for name in routes.FILE_DESCRIPTORS:
         value = env.get(name, "")
         if value.isdigit():
             try:

@@ -11,12 +11,13 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from .. import paths
+from .. import config, paths
 from ..errors import CLINotFound
 
-CLI_VAR = "CLAUDE_MAX_CLI"
+CLI_VAR = config.CLI
 TESTED_VERSION = "2.1.328"
-"""The CLI version this release was tested against (the pinned version in the test suite)."""
+"""The CLI version this release was tested against: the pinned version of the test suite, the benchmarks
+and ``./dev`` (which all read it from here)."""
 INSTALL_HINT = (
     "Install Claude Code with `npm install -g @anthropic-ai/claude-code` "
     "(or see https://code.claude.com/docs/en/setup), run `claude` once and log in with /login, "

@@ -28,8 +28,7 @@ from typing import Any
 from .. import paths
 from ..content import Block, Turn
 from ..tools import ToolNames
-
-VERSION = "2.1.328"
+from .locate import TESTED_VERSION as VERSION
 
 
 def write(

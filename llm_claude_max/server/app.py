@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .. import catalog, guard
+from .. import catalog, config, guard
 from ..content import media_block
 from ..errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused
 from ..runner.session import Done, Notice, Reasoning, Text
@@ -32,7 +32,7 @@ from .engine import Engine, Start
 T = TypeVar("T")
 OPENAPI = Path(__file__).with_name("openapi.json")
 PUBLIC_PATHS = {"/health", "/openapi.json"}
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+LOOPBACK_HOSTS = {*config.LOOPBACK_HOSTS, *(f"[{h}]" for h in config.LOOPBACK_HOSTS if ":" in h)}
 
 
 @dataclass(frozen=True)

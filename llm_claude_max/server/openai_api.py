@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from .engine import Start
 
 IGNORED_HEADER = "X-Claude-Max-Ignored"
-EFFORTS = ("low", "medium", "high", "xhigh", "max")
 OPENAI_EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
 UNSUPPORTED_ROLES = {"tool", "function"}
 HANDLED = {"model", "messages", "stream", "stream_options", "response_format", "reasoning_effort", "user", "n",
@@ -237,8 +236,8 @@ def parse(body: Any, remote: dict[str, Block] | None = None) -> ChatRequest:
         effort = OPENAI_EFFORT.get(str(body["reasoning_effort"]))
         if effort is None:
             raise InvalidRequest("`reasoning_effort` must be minimal, low, medium or high.")
-    if effort is not None and effort not in EFFORTS:
-        raise InvalidRequest(f"`claude_max.effort` must be one of {', '.join(EFFORTS)}.")
+    if effort is not None and effort not in catalog.EFFORTS:
+        raise InvalidRequest(f"`claude_max.effort` must be one of {', '.join(catalog.EFFORTS)}.")
     try:
         placement = SystemPlacement(extension.get("system_placement") or SystemPlacement.REPLACE)
     except ValueError:
