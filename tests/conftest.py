@@ -197,6 +197,5 @@ def fake_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeCLI:
     fake.scenario()
     monkeypatch.setenv(config.CLI, str(FAKE_CLAUDE))
     monkeypatch.setenv("FAKE_CLAUDE_SCENARIO", str(fake.dir / "scenario.json"))
-    monkeypatch.setenv("FAKE_CLAUDE_VERSION", TESTED_VERSION)
     monkeypatch.setenv("FAKE_CLAUDE_LOG", str(fake.dir / "log.jsonl"))
     return fake

@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 SESSION = "5e55e55e-0000-4000-8000-000000000001"
-VERSION = os.environ.get("FAKE_CLAUDE_VERSION", "0.0.0")
-"""The version it reports: the pinned CLI's, set by the ``fake_cli`` fixture."""
+_LOCATE = Path(__file__).resolve().parents[1] / "llm_claude_max" / "runner" / "locate.py"
+VERSION = re.search(r'^TESTED_VERSION = "(.+)"$', _LOCATE.read_text(), re.MULTILINE).group(1)  # type: ignore[union-attr]
+"""The version it reports: the pinned CLI's (read from where the package keeps it; stdlib only here)."""
 
 
 # -- event builders (used by the tests) -------------------------------------------------------
