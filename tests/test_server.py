@@ -139,13 +139,13 @@ def test_conversation_continues_the_live_process_and_callers_do_not_share(
     assert [m["role"] for m in body["messages"] if m["role"] != "system"] == ["user", "assistant", "user"]
     assert "first" not in json.dumps(body["messages"][-1])  # only the new message was sent
 
-    # Another caller with the same messages gets its own session, with the history replayed.
+    # Another caller with the same messages gets its own session, seeded with the history.
     other = server.client(api_key="mallory").chat.completions.create(model="claude-max", messages=history)  # type: ignore[arg-type]
     meta3 = (other.model_extra or {})["claude_max"]
-    assert meta3["continued"] == "replayed" and meta3["session_id"] != meta1["session_id"]
+    assert meta3["continued"] == "seeded" and meta3["session_id"] != meta1["session_id"]
     # So does the same key with another `user`.
     fourth = client.chat.completions.create(model="claude-max", messages=history, user="bob")  # type: ignore[arg-type]
-    assert (fourth.model_extra or {})["claude_max"]["continued"] == "replayed"
+    assert (fourth.model_extra or {})["claude_max"]["continued"] == "seeded"
 
 
 def test_conversation_resumes_when_the_process_is_gone(
@@ -211,13 +211,24 @@ def test_json_schema(server: Server, real_cli: FakeAnthropicAPI) -> None:
     assert failed.status_code == 502 and failed.json()["error"]["code"] == "structured_output_missing"
 
 
-def test_ignored_parameters_are_reported(server: Server) -> None:
-    response = chat(server, temperature=0.2, max_tokens=10, reasoning_effort="high")
+def test_parameters_are_applied_refused_or_named_as_ignored(server: Server, real_cli: FakeAnthropicAPI) -> None:
+    response = chat(server, temperature=0.2, top_p=0.5, seed=1, max_tokens=10, reasoning_effort="high")
     assert response.status_code == 200
-    assert response.headers["x-claude-max-ignored"] == "max_tokens, temperature"
-    # Names a header cannot carry are counted, not copied (they once made the finished answer a 500).
-    odd = chat(server, **{"temperature€": 1, "a\nb": 2, "top_p": 1})
-    assert odd.status_code == 200 and odd.headers["x-claude-max-ignored"] == "top_p, 2 more"
+    assert response.headers["x-claude-max-ignored"] == "seed, temperature, top_p"
+    assert real_cli.message_requests[0].body["max_tokens"] == 10  # type: ignore[index]
+    refused = [
+        ({"logprobs": True}, "`logprobs` is not supported: log probabilities"),
+        ({"top_logprobs": 2}, "`top_logprobs` is not supported"),
+        ({"logit_bias": {"50256": -100}}, "cannot bias tokens"),
+        ({"n": 2}, "`n` must be 1"),
+        # Unknown names are refused, never copied into a header (they once made a finished answer a 500).
+        ({"temperature€": 1}, "Unrecognized request argument supplied: temperature€"),
+        ({"a\nb": 2}, "Unrecognized request argument supplied"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4 non-empty stop strings"),
+    ]
+    for body, message in refused:
+        answer = chat(server, **body)
+        assert answer.status_code == 400 and message in answer.json()["error"]["message"], body
 
 
 def test_reasoning_effort_maps_to_effort(server: Server, real_cli: FakeAnthropicAPI) -> None:
@@ -236,7 +247,12 @@ def test_reasoning_effort_maps_to_effort(server: Server, real_cli: FakeAnthropic
         ({"messages": 5}, 400, "invalid_request"),
         ({"messages": [{"role": [], "content": "x"}]}, 400, "invalid_request"),
         ({"messages": [{"role": "assistant", "content": "x"}]}, 400, "invalid_request"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "invalid_request"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}]},
+            400,
+            "invalid_request",
+        ),
+        ({"tools": [{"type": "web_search"}]}, 400, "invalid_request"),
         ({"n": 3}, 400, "invalid_request"),
         ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, 400, "invalid_request"),
     ],

@@ -40,6 +40,8 @@ from .command import SystemPlacement
 from .session import Deferred, Done, Session, Timeouts, TurnEvent
 
 logger = logging.getLogger("llm_claude_max.pool")
+KNOWN_LIMIT = 10_000
+"""Conversations whose CLI session is remembered for ``--resume``."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class Pool:
         """conversation key -> the idle process holding that conversation"""
         self.sessions: set[Session] = set()
         """Every process started here and not yet ended."""
+        self.known: OrderedDict[str, str] = OrderedDict()
+        """conversation key -> its CLI session id, kept after the process ends (a ``--resume`` candidate)"""
         self.on_spawn: Callable[[Session], None] | None = None
         self.on_end: Callable[[Session], None] | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -137,8 +141,9 @@ class Pool:
         elif live is not None:
             self._discard(live)
         cwd = request.cwd or paths.workspace(cli.env)
-        if request.session and request.history and paths.transcript_exists(request.session, cwd, cli.env):
-            yield Plan("resumed", resume=request.session, content=list(request.new))
+        session = request.session or self.known.get(request.key())
+        if session and request.history and paths.transcript_exists(session, cwd, cli.env):
+            yield Plan("resumed", resume=session, content=list(request.new))
         if request.history:
             yield Plan("seeded", content=list(request.new))
             yield Plan("replayed", content=self._replay(request, request.history, request.new))
@@ -224,11 +229,14 @@ class Pool:
                 self.paused[(request.partition, call.id)] = held
             self._limit(self.paused, self.max_paused)
             return True
-        if self.keep_live <= 0 or self._closed:
-            return False
         outcome = event.outcome
         reply = Turn("assistant", (text_block(outcome.text.strip()),))
         key = request.key((fingerprint(Turn("user", request.new)), fingerprint(reply)))
+        self.known[key] = outcome.session_id
+        while len(self.known) > KNOWN_LIMIT:
+            self.known.popitem(last=False)
+        if self.keep_live <= 0 or self._closed:
+            return False
         replaced = self.live.pop(key, None)
         if replaced is not None and replaced.session is not session:
             self._discard(replaced)  # the same exchange again: the older process is unreachable

@@ -1,36 +1,31 @@
-"""The HTTP surface: routes, authentication, limits, and OpenAI-shaped errors (never a 500 with a
-traceback for bad input)."""
+"""The HTTP surface: routes, the guard in front of them, the lifespan. Every API runs through the one
+:class:`~llm_claude_max.server.exchange.Exchange`; errors are the API's own shapes, never a 500 with a
+traceback for bad input."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .. import catalog, config, guard
-from ..content import media_block
-from ..errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused
-from ..runner.session import Done, Notice, Reasoning, Text
-from . import keys, openai_api
-from .engine import Engine, Start
+from ..content import Turn
+from ..errors import ClaudeMaxError, InvalidRequest
+from . import images, keys, openapi
+from .apis import common, openai_chat
+from .engine import Engine
+from .exchange import Call, Exchange, Limits
 
-T = TypeVar("T")
-OPENAPI = Path(__file__).with_name("openapi.json")
 PUBLIC_PATHS = {"/health", "/openapi.json"}
 LOOPBACK_HOSTS = {*config.LOOPBACK_HOSTS, *(f"[{h}]" for h in config.LOOPBACK_HOSTS if ":" in h)}
 
@@ -50,214 +45,41 @@ class AppConfig:
     """Called once the server accepts requests and handles signals, with the orphans it reaped."""
 
 
-class ClientGone(Exception):
-    """The client disconnected; its work was cancelled."""
-
-
 def error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(openai_api.error_body(message, code, status), status_code=status, headers=headers)
+    return JSONResponse(openai_chat.error_body(message, code, status), status_code=status, headers=headers)
 
 
-def error_for(exc: ClaudeMaxError) -> JSONResponse:
-    lock = guard.OverageLock().read() if isinstance(exc, PaidUsageRefused) else None
+def _lock_until() -> int | None:
+    lock = guard.OverageLock().read()
     until = lock.get("until") if lock else None
-    status, body, headers = openai_api.error_for(exc, lock_until=until if isinstance(until, int) else None)
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-class EventStream(StreamingResponse):
-    """Server-sent events that stop, and cancel their producer, as soon as the client disconnects,
-    even while no event is due (Starlette alone notices only at the next write)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stream = asyncio.ensure_future(self.stream_response(send))
-        listener = asyncio.ensure_future(self.listen_for_disconnect(receive))
-        await asyncio.wait({stream, listener}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (stream, listener):
-            task.cancel()
-        results = await asyncio.gather(stream, listener, return_exceptions=True)
-        closing = getattr(self.body_iterator, "aclose", None)
-        if closing is not None:
-            await closing()  # Starlette never closes it: its `finally` (kill the CLI, free the slot) runs now
-        problem = results[0]
-        if isinstance(problem, Exception) and not isinstance(problem, OSError):
-            raise problem
-
-
-async def _wait_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``; if the client disconnects first, cancel it and raise :class:`ClientGone`."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # cancelled ourselves (server shutdown): the work goes too
-        task.cancel()
-        raise
-    finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    await asyncio.wait({task})  # its cleanup kills the CLI; a cancellation of ours still propagates
-    if not task.cancelled():
-        task.exception()  # retrieved: an error after the client left is of no interest to anyone
-    raise ClientGone
+    return until if isinstance(until, int) else None
 
 
 def create_app(engine: Engine, config: AppConfig) -> Starlette:
-    async def read_json(request: Request) -> Any:
-        size = 0
-        chunks = []
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > config.max_body_bytes:
-                raise _TooLarge
-            chunks.append(chunk)
-        try:
-            return json.loads(b"".join(chunks) or b"null")
-        except ValueError:
-            raise InvalidRequest("The request body is not valid JSON.") from None
-        except RecursionError:
-            raise InvalidRequest("The request body is nested too deeply.") from None
+    exchange = Exchange(engine, Limits(max_body_bytes=config.max_body_bytes))
+    chat_api = openai_chat.Adapter(lock_until=_lock_until)
 
-    async def fetch_images(body: Any) -> dict[str, Any]:
-        if not config.allow_remote_images:
-            return {}
-        urls = openai_api.remote_image_urls(body)
+    async def fetch_images(call: Call) -> Call:
+        """Remote images are fetched after admission, only when the server allows them."""
+        request = call.request
+        urls = [u for turn in (*request.history, Turn("user", request.new)) for u in common.remote_urls(turn.blocks)]
         if not urls:
-            return {}
-        fetched: dict[str, Any] = {}
-        async with httpx.AsyncClient(timeout=10.0, follow_redirects=True) as client:
-            for url in urls:
-                try:
-                    async with client.stream("GET", url) as response:
-                        response.raise_for_status()
-                        data = b""
-                        async for piece in response.aiter_bytes():
-                            data += piece
-                            if len(data) > config.max_image_bytes:
-                                raise InvalidRequest(
-                                    f"The image at {url} is larger than {config.max_image_bytes} bytes."
-                                )
-                        media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                except httpx.HTTPError as exc:
-                    raise InvalidRequest(f"Could not fetch the image at {url}: {exc}") from None
-                fetched[url] = media_block(media_type, data)
-        return fetched
+            return call
+        if not config.allow_remote_images:
+            raise InvalidRequest(
+                "Remote image URLs are off; send a data URL, or start the server with --allow-remote-images."
+            )
+        fetched = await images.fetch(urls, max_bytes=config.max_image_bytes)
 
-    def partition_of(request: Request, user: str | None) -> str:
-        # Callers are told apart by the key they present and the OpenAI `user` field.
-        return f"{request.state.caller}:{user or ''}"
+        def swap(blocks: tuple[Any, ...]) -> tuple[Any, ...]:
+            return tuple(fetched[b["url"]] if b.get("type") == "remote_image" else b for b in blocks)
+
+        history = tuple(Turn(t.role, swap(t.blocks)) for t in request.history)
+        call.request = replace(request, history=history, new=swap(request.new), fingerprints=())
+        return call
 
     async def chat(request: Request) -> Response:
-        try:
-            body = await read_json(request)
-            chat_request = openai_api.parse(body, await fetch_images(body))
-        except _TooLarge:
-            return error(413, f"The request body is larger than {config.max_body_bytes} bytes.", "request_too_large")
-        except ClaudeMaxError as exc:
-            return error_for(exc)
-        headers = {openai_api.IGNORED_HEADER: ", ".join(chat_request.ignored)} if chat_request.ignored else {}
-        slot = engine.slot()
-        admission = asyncio.ensure_future(slot.__aenter__())
-        try:
-            await unless_disconnected(request, admission)  # a caller that gives up while queued leaves
-        except ClaudeMaxError as exc:
-            return error_for(exc)
-        except ClientGone:
-            if not admission.cancelled() and admission.exception() is None:  # admitted as it left
-                await slot.__aexit__(None, None, None)
-            return Response(status_code=499)
-        events = engine.turn(chat_request, partition_of(request, chat_request.user))
-        request_id, created = openai_api.new_id(), int(time.time())
-        buffered: list[Any] = []
-        try:
-            start = await unless_disconnected(request, anext(events))
-            assert isinstance(start, Start)
-            # Wait for the first text (or the end) before answering, so that early failures (billing
-            # route, usage limit, API errors after retries) get their own HTTP status.
-            while True:
-                event = await unless_disconnected(request, anext(events))
-                buffered.append(event)
-                if isinstance(event, (Text, Reasoning, Done)):
-                    break
-        except (ClaudeMaxError, ClientGone, StopAsyncIteration) as exc:
-            await events.aclose()
-            await slot.__aexit__(None, None, None)
-            if isinstance(exc, ClaudeMaxError):
-                return error_for(exc)
-            return Response(status_code=499)
-        except BaseException:
-            await events.aclose()
-            await slot.__aexit__(None, None, None)
-            raise
-
-        async def remaining() -> AsyncIterator[Any]:
-            for event in buffered:
-                yield event
-            async for event in events:
-                yield event
-
-        if not chat_request.stream:
-            try:
-                done = next((e for e in buffered if isinstance(e, Done)), None)
-                while done is None:
-                    # A caller that gives up (timeout, Ctrl-C) stops its CLI here too.
-                    event = await unless_disconnected(request, anext(events))
-                    done = event if isinstance(event, Done) else None
-                outcome = done.outcome
-            except ClaudeMaxError as exc:
-                return error_for(exc)
-            except (ClientGone, StopAsyncIteration):
-                return Response(status_code=499)
-            finally:
-                await events.aclose()
-                await slot.__aexit__(None, None, None)
-            return JSONResponse(
-                openai_api.completion(request_id, created, chat_request.model, outcome, start), headers=headers
-            )
-
-        async def stream() -> AsyncIterator[bytes]:
-            model = chat_request.model
-            try:
-                yield openai_api.sse(openai_api.chunk(request_id, created, model, {"role": "assistant", "content": ""}))
-                async for event in remaining():
-                    if isinstance(event, Text) and event.text:
-                        yield openai_api.sse(openai_api.chunk(request_id, created, model, {"content": event.text}))
-                    elif isinstance(event, Reasoning) and event.text:
-                        # The field several OpenAI-compatible servers use for thinking; clients ignore it.
-                        delta = {"reasoning_content": event.text}
-                        yield openai_api.sse(openai_api.chunk(request_id, created, model, delta))
-                    elif isinstance(event, Notice):
-                        yield f": {event.message}\n\n".encode()  # an SSE comment: progress, ignored by clients
-                    elif isinstance(event, Done):
-                        outcome = event.outcome
-                        final = openai_api.chunk(
-                            request_id, created, outcome.model or model, {}, openai_api.finish_reason(outcome)
-                        )
-                        final["claude_max"] = openai_api.metadata(outcome, start)
-                        yield openai_api.sse(final)
-                        if chat_request.include_usage:
-                            usage = openai_api.chunk(request_id, created, outcome.model or model, {})
-                            usage["choices"], usage["usage"] = [], openai_api.usage(outcome)
-                            yield openai_api.sse(usage)
-                yield openai_api.sse("[DONE]")
-            except ClaudeMaxError as exc:
-                status, body, _ = openai_api.error_for(exc)
-                body["error"]["status"] = status
-                yield openai_api.sse(body)
-            finally:
-                await events.aclose()
-                await slot.__aexit__(None, None, None)
-
-        return EventStream(stream(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+        return await exchange.handle(request, chat_api, prepare=fetch_images)
 
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [_model(e) for e in catalog.load()]})
@@ -278,7 +100,7 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
                 route, answer = await engine.cli.probe()
         except ClaudeMaxError as exc:
             if exc.code == "server_busy":
-                return error_for(exc)
+                return exchange.error_response(chat_api, exc)
             return JSONResponse({"status": "fail", "error": str(exc), "engine": engine.health()}, status_code=503)
         ok = route.route is guard.Route.SUBSCRIPTION
         rate = engine.last_rate_limit
@@ -294,8 +116,8 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
             status_code=200 if ok else 503,
         )
 
-    async def openapi(request: Request) -> Response:
-        return Response(OPENAPI.read_text(), media_type="application/json")
+    async def openapi_document(request: Request) -> Response:
+        return JSONResponse(openapi.document())
 
     routes = [
         Route("/v1/chat/completions", chat, methods=["POST"]),
@@ -303,7 +125,7 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
         Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/health/deep", deep_health, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/openapi.json", openapi_document, methods=["GET"]),
     ]
     middleware = [Middleware(_Guard, config=config)]
     if config.cors_origins:
@@ -351,10 +173,6 @@ def _model(entry: catalog.CatalogModel) -> dict[str, Any]:
         "created": 0,
         "owned_by": "anthropic (through your Claude Code CLI)",
     }
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class _Guard:

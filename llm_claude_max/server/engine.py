@@ -1,81 +1,54 @@
-"""The server's processes: warm spares, live conversations, admission control, and cleanup.
+"""The server's processes: the shared :class:`~llm_claude_max.runner.pool.Pool` (paused, live, resumed,
+seeded conversations, per caller) plus what only a server needs.
 
-- **Warm pool**: for each (model, system prompt, options) recently asked for, up to ``pool_size``
-  processes are started ahead and already route-checked (``initialize``), waiting for their first
-  message (about 0.12 s to the first token instead of 0.45 s cold).
-- **Live conversations**: after a turn the process stays alive; a request whose messages extend that
-  exact conversation (same caller partition: API key and ``user``) is sent to it as one more stream-json
-  message (about 25 ms to the first token). Without a live process, ``--resume`` continues the CLI
-  session; without a known session, earlier messages are replayed. Two callers never share a session.
-- **Admission**: at most ``max_concurrency`` turns run at once and ``queue`` wait; beyond that a request
-  is refused with 429.
-- **Cleanup**: every child is killed on shutdown, and the children recorded by servers that died are
-  killed at start-up (:mod:`llm_claude_max.server.records`).
+- **Warm spares**: for each set of flags recently asked for, up to ``pool_size`` processes are started
+  ahead and route-checked (``initialize``), waiting for a new conversation's first message (about 0.1 s
+  to the first token instead of 0.45 s cold).
+- **Admission**: at most ``max_concurrency`` steps run at once and ``queue`` wait; beyond that a request
+  is refused with :class:`~llm_claude_max.errors.ServerBusy` (429).
+- **Records**: every child is recorded, so a server that died has its children killed by the next one
+  (:mod:`llm_claude_max.server.records`); all of them are ended on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from .. import catalog, guard
-from ..content import first_message
-from ..errors import ClaudeMaxError, ServerBusy, SessionNotFound
+from .. import guard
+from ..errors import ClaudeMaxError, ServerBusy
+from ..request import TurnRequest, spec_key
 from ..runner.client import ClaudeCLI
 from ..runner.command import CommandSpec
+from ..runner.pool import Pool, Start
 from ..runner.protocol import RateLimit
-from ..runner.session import Done, Session, Timeouts, TurnEvent
+from ..runner.session import Deferred, Done, Session, Timeouts, TurnEvent
 from . import records
-from .openai_api import ChatRequest, chain_key
 from .records import ServerRecord
 
 logger = logging.getLogger("llm_claude_max.server")
 
 
-def spec_key(spec: CommandSpec) -> str:
-    """A hashable identity for the flags a process is started with."""
-    return json.dumps(
-        [spec.model, spec.system_prompt, spec.placement, spec.json_schema, spec.effort, sorted(spec.extra_env.items())],
-        sort_keys=True,
-        default=str,
-    )
-
-
 @dataclass(frozen=True)
 class EngineConfig:
     pool_size: int = 2
-    """Warm processes kept in total (0 disables the pool)."""
+    """Warm processes kept in total (0 disables warm spares)."""
     max_concurrency: int = 4
     queue: int = 16
     live_sessions: int = 4
-    """Processes kept alive after a turn, for the next turn of their conversation."""
+    """Processes kept alive after a finished answer, for the next turn of their conversation."""
+    max_paused: int = 8
+    """Processes kept paused at tool calls, waiting for their results."""
     idle_seconds: float = 600.0
-    """Warm and live processes idle longer than this are stopped (conversations stay resumable)."""
+    """Warm, live and paused processes idle longer than this are stopped (conversations stay resumable)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     policy: guard.Policy = field(default_factory=guard.Policy)
-
-
-@dataclass(frozen=True)
-class Start:
-    continued: str
-    """How the conversation continued: new, replayed, live or resumed."""
-    process: str
-    """Where its process came from: warm (the pool), cold (started for it) or live (its earlier turn's)."""
-
-
-@dataclass
-class Conversation:
-    session_id: str
-    spec: CommandSpec
-    session: Session | None
-    last_used: float
 
 
 @dataclass
@@ -83,80 +56,101 @@ class Stats:
     cold_starts: int = 0
     warm_hits: int = 0
     live_hits: int = 0
+    paused_hits: int = 0
     resumes: int = 0
+    seeded: int = 0
     replays: int = 0
     refused_busy: int = 0
 
+    def count(self, start: Start) -> None:
+        if start.process == "cold":
+            self.cold_starts += 1
+        elif start.process == "warm":
+            self.warm_hits += 1
+        name = {"live": "live_hits", "paused": "paused_hits", "resumed": "resumes", "seeded": "seeded",
+                "replayed": "replays"}.get(start.continued)  # fmt: skip
+        if name is not None:
+            setattr(self, name, getattr(self, name) + 1)
 
-class Engine:
+
+class Engine(Pool):
     def __init__(self, cli: ClaudeCLI, config: EngineConfig, record: ServerRecord | None = None) -> None:
+        super().__init__(keep_live=config.live_sessions, max_paused=config.max_paused, idle_seconds=config.idle_seconds)
         self.cli = cli
         self.config = config
         self.record = record
         self.warm: OrderedDict[str, list[Session]] = OrderedDict()
-        self._warming: list[str] = []  # keys of warm processes being started
-        self.conversations: OrderedDict[str, Conversation] = OrderedDict()
-        self.sessions: set[Session] = set()
+        self._warming: list[str] = []
         self.stats = Stats()
         self.last_rate_limit: RateLimit | None = None
+        self.stopping = asyncio.Event()
+        """Set when the server shuts down: waiting requests end with 503, streams with an error event."""
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._waiting = 0
         self._running = 0
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._reaper: asyncio.Task[None] | None = None
-        self._closed = False
+        self.on_spawn = self._recorded
+        self.on_end = self._unrecorded
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> list[int]:
-        """Kill what dead servers left running, start the warm pool and the idle reaper."""
+        """Kill what dead servers left running, start the warm spares and the idle reaper."""
         orphans = records.reap_dead(self.cli.env)
         if self.config.pool_size:
             self._refill(CommandSpec())
-        self._reaper = asyncio.create_task(self._reap_idle())
+        self._ensure_reaper()
         return orphans
 
     async def stop(self) -> None:
-        """Stop every child and remove this server's record (uvicorn then exits by the signal it got, so
-        this, not a `finally` around it, is where cleanup must happen)."""
-        self._closed = True
-        if self._reaper is not None:
-            self._reaper.cancel()
+        """End every child and remove this server's record (uvicorn exits by the signal it got, so this, in
+        the lifespan's shutdown, is where cleanup happens)."""
+        self.stopping.set()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(self._kill(s) for s in list(self.sessions)), return_exceptions=True)
+        self.warm.clear()
+        await self.close()
         if self.record is not None:
             self.record.close()
-        self.warm.clear()
-        self.conversations.clear()
 
-    async def _spawn(self, spec: CommandSpec) -> Session:
-        session = self.cli.session(spec, policy=self.config.policy, timeouts=self.config.timeouts)
-        self.sessions.add(session)
-        try:
-            await session.start()
-            if session.proc is not None and self.record is not None:
-                self.record.add(session.proc.pid)
-        except BaseException:
-            await self._kill(session)
-            raise
-        catalog.remember(session.initialize.get("models"), self.cli.env)
-        return session
+    def _recorded(self, session: Session) -> None:
+        if session.proc is not None and self.record is not None:
+            self.record.add(session.proc.pid)
 
-    async def _kill(self, session: Session) -> None:
-        self.sessions.discard(session)
-        await session.kill()
+    def _unrecorded(self, session: Session) -> None:
         if session.proc is not None and self.record is not None:
             self.record.remove(session.proc.pid)
 
-    # -- warm pool -----------------------------------------------------------------------------------
+    # -- a step ------------------------------------------------------------------------------------
+    async def run_step(self, request: TurnRequest) -> AsyncGenerator[Start | TurnEvent, None]:
+        """One step of ``request`` with the server's CLI, policy and timeouts."""
+        async for event in self.run(request, self.cli, policy=self.config.policy, timeouts=self.config.timeouts):
+            if isinstance(event, Start):
+                self.stats.count(event)
+            elif isinstance(event, (Done, Deferred)):
+                self.last_rate_limit = event.outcome.rate_limit or self.last_rate_limit
+            yield event
+
+    # -- warm spares -------------------------------------------------------------------------------
+    async def fresh(
+        self, request: TurnRequest, cli: ClaudeCLI, policy: guard.Policy, timeouts: Timeouts
+    ) -> tuple[Session, str]:
+        key = spec_key(request.spec, request.cwd)
+        session = self._take_warm(key) if self.config.pool_size and request.cwd is None else None
+        if request.cwd is None:
+            self._refill(request.spec)
+        if session is not None:
+            self.sessions.add(session)
+            return session, "warm"
+        return await self._spawn(request.spec, request, cli, policy, timeouts), "cold"
+
     def _warm_count(self) -> int:
         return sum(len(v) for v in self.warm.values()) + len(self._warming)
 
     def _refill(self, spec: CommandSpec) -> None:
-        """Keep up to ``pool_size`` warm processes for ``spec``, the most recently asked for: those of
-        less recently used specs give way."""
-        if self._closed or not self.config.pool_size:
+        """Keep up to ``pool_size`` warm processes for ``spec``, the most recently asked for: those of less
+        recently used flags give way."""
+        if self.stopping.is_set() or not self.config.pool_size:
             return
         key = spec_key(spec)
         self.warm.setdefault(key, [])
@@ -167,30 +161,32 @@ class Engine:
                 break
             if other != key:
                 for session in self.warm.pop(other):
-                    self._background(self._kill(session))
+                    self._background(self._end(session))
         for _ in range(min(wanted, self.config.pool_size - self._warm_count())):
             self._warming.append(key)
             self._background(self._warm_up(key, spec))
 
     async def _warm_up(self, key: str, spec: CommandSpec) -> None:
+        request = TurnRequest(spec, (), ({"type": "text", "text": "(warm)"},))
         try:
-            session = await self._spawn(spec)
+            session = await self._spawn(spec, request, self.cli, self.config.policy, self.config.timeouts)
         except ClaudeMaxError:
             return  # the next request starts cold and reports the error properly
         finally:
             self._warming.remove(key)
-        if self._closed:
-            await self._kill(session)
+        self.sessions.discard(session)  # a spare: the pool owns it only once taken
+        if self.stopping.is_set():
+            await self._end(session)
         else:
             self.warm.setdefault(key, []).append(session)
 
-    def _take_warm(self, spec: CommandSpec) -> Session | None:
-        sessions = self.warm.get(spec_key(spec), [])
+    def _take_warm(self, key: str) -> Session | None:
+        sessions = self.warm.get(key, [])
         while sessions:
             session = sessions.pop(0)
             if session.alive:
                 return session
-            self._background(self._kill(session))  # it crashed while waiting
+            self._background(self._end(session))  # it crashed while waiting
         return None
 
     def _background(self, coro: Any) -> None:
@@ -198,32 +194,24 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _reap_idle(self) -> None:
-        while True:
-            await asyncio.sleep(min(30.0, self.config.idle_seconds / 2))
-            try:
-                await self._reap_once(time.monotonic() - self.config.idle_seconds)
-            except Exception:  # one bad round must not end reaping for good
-                logger.exception("reaping idle processes failed")
-
-    async def _reap_once(self, limit: float) -> None:
-        """Stop warm processes started before ``limit``, live ones idle since before it, and crashed ones.
-        Works on snapshots: requests take and add processes while this awaits."""
+    def reap(self, before: float) -> None:
+        super().reap(before)
         for sessions in list(self.warm.values()):
             for session in list(sessions):
-                if ((session.started_at or 0) < limit or not session.alive) and session in sessions:
+                if (session.started_at or 0) < before or not session.alive:
                     sessions.remove(session)
-                    await self._kill(session)
-        for conversation in list(self.conversations.values()):
-            live = conversation.session
-            if live is not None and (conversation.last_used < limit or not live.alive):
-                conversation.session = None
-                await self._kill(live)
+                    self._background(self._end(session))
 
-    # -- admission -------------------------------------------------------------------------------------
+    async def close(self) -> None:
+        spares = [s for sessions in self.warm.values() for s in sessions]
+        self.warm.clear()
+        await asyncio.gather(*(self._end(s) for s in spares), return_exceptions=True)
+        await super().close()
+
+    # -- admission -----------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """One running turn. Raises :class:`ServerBusy` when the queue is full too."""
+        """One running step. Raises :class:`ServerBusy` when the queue is full too."""
         if self._slots.locked() and self._waiting >= self.config.queue:
             self.stats.refused_busy += 1
             raise ServerBusy(
@@ -241,96 +229,14 @@ class Engine:
             self._running -= 1
             self._slots.release()
 
-    # -- a turn ------------------------------------------------------------------------------------------
-    async def turn(self, request: ChatRequest, partition: str) -> AsyncGenerator[TurnEvent | Start, None]:
-        """Run one request; yields a :class:`Start` first, then the turn's events."""
-        spec = request.spec()
-        prefix = chain_key(partition, request.fingerprint[:-1])
-        known = self.conversations.pop(prefix, None)
-        session: Session | None = None
-        content: Any = list(request.current)
-        process = "cold"
-        if known is not None and known.session is not None and known.session.alive and known.spec == spec:
-            session, continued, process = known.session, "live", "live"
-            self.stats.live_hits += 1
-        elif known is not None:
-            if known.session is not None:
-                await self._kill(known.session)
-            spec, continued = replace(spec, resume=known.session_id), "resumed"
-            self.stats.resumes += 1
-        else:
-            content = first_message(
-                request.history, list(request.current), system=request.system, placement=request.placement
-            )
-            session = self._take_warm(spec) if self.config.pool_size else None
-            continued = "replayed" if request.history else "new"
-            if session is not None:
-                process = "warm"
-                self.stats.warm_hits += 1
-            if request.history:
-                self.stats.replays += 1
-            self._refill(spec)
-        if session is None:
-            self.stats.cold_starts += 1
-
-        yield Start(continued, process)
-        done: Done | None = None
-        try:
-            if session is None:
-                session = await self._spawn(spec)
-            try:
-                async for event in session.turn(content, structured=request.schema is not None):
-                    if isinstance(event, Done):
-                        done = event
-                        self._remember(request, partition, spec, session, event)
-                    yield event
-            except SessionNotFound:
-                if continued != "resumed":
-                    raise
-                await self._kill(session)
-                content = first_message(
-                    request.history, list(request.current), system=request.system, placement=request.placement
-                )
-                session = await self._spawn(replace(spec, resume=None))
-                async for event in session.turn(content, structured=request.schema is not None):
-                    if isinstance(event, Done):
-                        done = event
-                        self._remember(request, partition, spec, session, event)
-                    yield event
-        finally:
-            if done is None and session is not None:
-                await self._kill(session)  # failed, cancelled or the client went away: never leave it running
-
-    def _remember(self, request: ChatRequest, partition: str, spec: CommandSpec, session: Session, done: Done) -> None:
-        """File the answered conversation (and its still-running process) under its new chain, before the
-        last event is handed out: a consumer that stops there must not strand the process."""
-        outcome = done.outcome
-        self.last_rate_limit = outcome.rate_limit or self.last_rate_limit
-        reply = ("assistant", (outcome.text.strip(),))
-        key = chain_key(partition, (*request.fingerprint, reply))
-        replaced = self.conversations.pop(key, None)
-        if replaced is not None and replaced.session is not None and replaced.session is not session:
-            self._background(self._kill(replaced.session))  # the same exchange again: the older process is unreachable
-        self.conversations[key] = Conversation(
-            outcome.session_id, replace(spec, resume=None), session, time.monotonic()
-        )
-        self._limit_conversations()
-
-    def _limit_conversations(self) -> None:
-        live = [c for c in self.conversations.values() if c.session is not None]
-        for conversation in live[: max(0, len(live) - self.config.live_sessions)]:
-            session, conversation.session = conversation.session, None
-            assert session is not None
-            self._background(self._kill(session))
-        while len(self.conversations) > 10_000:
-            self.conversations.popitem(last=False)
-
     def health(self) -> dict[str, Any]:
         return {
             "running": self._running,
             "waiting": self._waiting,
             "warm": self._warm_count(),
-            "live_conversations": sum(1 for c in self.conversations.values() if c.session is not None),
-            "processes": len(self.sessions),
+            "live_conversations": len(self.live),
+            "paused_conversations": len({id(h) for h in self.paused.values()}),
+            "processes": len(self.sessions) + self._warm_count(),
             "stats": self.stats.__dict__,
+            "at": time.time(),
         }
