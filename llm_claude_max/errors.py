@@ -18,6 +18,7 @@ ClaudeMaxError
     ├── ClaudeTimeout            504  no answer within a watchdog limit; the CLI was stopped
     ├── ProtocolError            502  the CLI broke its stream-json protocol, or exited without a result
     ├── StructuredOutputMissing  502  --schema was given but the model returned no structured output
+    │   └── StructuredOutputRetried  502  a streamed structured output was replaced by a later attempt
     └── Cancelled                499  Ctrl-C, task cancellation, or a caller that went away
 ```
 
@@ -203,6 +204,12 @@ class StructuredOutputMissing(TurnFailed):
     code = "structured_output_missing"
 
 
+class StructuredOutputRetried(StructuredOutputMissing):
+    """A structured output already streamed was rejected by the CLI's schema check and written again."""
+
+    code = "structured_output_retried"
+
+
 class Cancelled(TurnFailed):
     """The prompt was cancelled before the CLI finished."""
 
@@ -230,6 +237,7 @@ ALL: tuple[type[ClaudeMaxError], ...] = (
     ClaudeTimeout,
     ProtocolError,
     StructuredOutputMissing,
+    StructuredOutputRetried,
     Cancelled,
 )
 """Every class of the tree, listed once: the registry :func:`by_code` reads."""

@@ -255,10 +255,6 @@ class _Shared:
         """The prompt through a running `claude-max serve` (``CLAUDE_MAX_SERVER``)."""
         from .server import client
 
-        if tool_specs(prompt.tools) or prompt.tool_results:
-            raise InvalidRequest(
-                "Tools cannot go through claude-max serve yet; unset CLAUDE_MAX_SERVER to run the CLI here."
-            )
         local_only = {"allow_api_billing", "allow_overage", "claude_tools", "claude_tools_dir", "cli"}
         given = sorted(name for name in local_only if getattr(options, name) is not None)
         if given:
@@ -266,8 +262,8 @@ class _Shared:
                 f"{', '.join(given)} cannot apply through claude-max serve (the server's own settings decide); "
                 "unset CLAUDE_MAX_SERVER to run the CLI here."
             )
-        system = conversation.system_text(prompt.messages)
-        turns = [Turn(m.role, conversation.blocks_of(m)) for m in prompt.messages if m.role != "system"]
+        split = conversation.split(prompt.messages)
+        turns = [*split.history, Turn("user", split.new)]
         extension: dict[str, Any] = {"system_placement": (options.system_placement or SystemPlacement.REPLACE).value}
         if options.effort:
             extension["effort"] = self._effort(options.effort)
@@ -277,9 +273,10 @@ class _Shared:
             url,
             os.environ.get(config.SERVER_KEY),
             model=self.model_id,
-            messages=client.openai_messages(system or None, turns),
+            messages=client.openai_messages(split.system or None, turns),
             schema=prompt.schema,  # type: ignore[arg-type]
             extension=extension,
+            tools=tool_specs(prompt.tools),
             read_timeout=(options.idle_timeout or Timeouts.idle) + 30,
             connect_timeout=options.start_timeout or 5.0,
         )

@@ -25,6 +25,8 @@ PREFIX = f"mcp__{MCP_SERVER}__"
 NAME_LIMIT = 64
 """Longest tool name the Anthropic API takes; the CLI's prefix counts."""
 _SAFE = re.compile(r"[^A-Za-z0-9_-]")
+NOT_RUN = "This call was not run: no result was sent for it. Call it again if it is still needed."
+"""The result of a call the caller sent no result for (the model is told, never left waiting)."""
 
 
 @dataclass(frozen=True)

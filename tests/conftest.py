@@ -16,7 +16,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from llm_claude_max.runner.locate import TESTED_VERSION
 
 from . import proctable
 from .fakeapi import FakeAnthropicAPI
+from .server_process import Server, start_server
 
 TESTS = Path(__file__).parent
 FAKE_CLAUDE = TESTS / "fake_claude.py"
@@ -199,3 +200,26 @@ def fake_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeCLI:
     monkeypatch.setenv("FAKE_CLAUDE_SCENARIO", str(fake.dir / "scenario.json"))
     monkeypatch.setenv("FAKE_CLAUDE_LOG", str(fake.dir / "log.jsonl"))
     return fake
+
+
+# -- `claude-max serve` as a subprocess -------------------------------------------------------------------
+@pytest.fixture
+def serve(real_cli: FakeAnthropicAPI, tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start `claude-max serve` children (the real CLI, the fake API); each is stopped after the test."""
+    servers: list[Server] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, expect_failure: bool = False) -> Server:
+        server = start_server(args, tmp_path / f"server-{len(servers)}.log", env=env)
+        servers.append(server)
+        if not expect_failure:
+            assert server.url.startswith("http://"), server.log.read_text()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(serve: Callable[..., Server], login: Path) -> Server:
+    return serve()

@@ -59,6 +59,8 @@ class Reply:
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
     stall_seconds: float = 600.0
+    stop_reason: str | None = None
+    """Overrides the stop reason (``max_tokens``: the answer was cut at the output limit)."""
 
 
 @dataclass
@@ -291,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
             "role": "assistant",
             "model": body.get("model", "claude-fake"),
             "content": blocks,
-            "stop_reason": "tool_use" if blocks[-1]["type"] == "tool_use" else "end_turn",
+            "stop_reason": reply.stop_reason or ("tool_use" if blocks[-1]["type"] == "tool_use" else "end_turn"),
             "stop_sequence": None,
             "usage": self._usage(reply),
         }

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,33 +22,12 @@ import pytest
 
 from . import proctable
 from .fakeapi import FakeAnthropicAPI, Reply, five_hour_limit_headers
-from .server_process import BIN, Server, start_server
+from .server_process import BIN, Server
 from .test_plugin_real import png_bytes
 
 pytestmark = pytest.mark.real_cli
 
 KEY = "cmx-test-key-0123456789"
-
-
-@pytest.fixture
-def serve(real_cli: FakeAnthropicAPI, tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def start(*args: str, env: dict[str, str] | None = None, expect_failure: bool = False) -> Server:
-        server = start_server(args, tmp_path / f"server-{len(servers)}.log", env=env)
-        servers.append(server)
-        if not expect_failure:
-            assert server.url.startswith("http://"), server.log.read_text()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def server(serve: Callable[..., Server], login: Path) -> Server:
-    return serve()
 
 
 def chat(server: Server, **body: object) -> httpx.Response:

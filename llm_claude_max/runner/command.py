@@ -65,6 +65,10 @@ class CommandSpec:
     """For a non-isolated probe: which settings to load (None: the CLI's default, all of them)."""
 
 
+MAX_OUTPUT_TOKENS = "CLAUDE_CODE_MAX_OUTPUT_TOKENS"
+"""The CLI's own limit on output tokens: the upstream request carries it as ``max_tokens``. At the limit the
+CLI asks the model to go on by itself, so a step that sets it ends there (:class:`~.turn.TurnState`)."""
+
 ARGV_VALUE_LIMIT = 100_000
 """Longer system prompts go through a file: Linux refuses a single argument over 128 KiB."""
 

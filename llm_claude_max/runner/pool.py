@@ -235,7 +235,7 @@ class Pool:
         self.known[key] = outcome.session_id
         while len(self.known) > KNOWN_LIMIT:
             self.known.popitem(last=False)
-        if self.keep_live <= 0 or self._closed:
+        if self.keep_live <= 0 or self._closed or not session.alive:
             return False
         replaced = self.live.pop(key, None)
         if replaced is not None and replaced.session is not session:

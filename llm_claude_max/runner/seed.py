@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import paths
 from ..content import Block, Turn
-from ..tools import ToolNames
+from ..tools import NOT_RUN, ToolNames
 from .locate import TESTED_VERSION as VERSION
 
 
@@ -75,7 +75,7 @@ def _missing(call: Block) -> Block:
     return {
         "type": "tool_result",
         "tool_use_id": call.get("id"),
-        "content": "The caller sent no result for this call.",
+        "content": NOT_RUN,
         "is_error": True,
     }
 

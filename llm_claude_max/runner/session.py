@@ -36,9 +36,9 @@ from ..errors import (
     PaidUsageRefused,
     ProtocolError,
 )
-from ..tools import ToolCall, ToolResult
+from ..tools import NOT_RUN, ToolCall, ToolResult
 from . import failure
-from .command import ARGV_VALUE_LIMIT, CommandSpec, build_argv
+from .command import ARGV_VALUE_LIMIT, MAX_OUTPUT_TOKENS, CommandSpec, build_argv
 from .control import Dispatcher
 from .process import ClaudeProcess
 from .protocol import (
@@ -283,9 +283,7 @@ class Session:
         if not pending or unknown:
             raise InvalidRequest(f"No tool call is waiting for these results: {', '.join(unknown) or 'none'}.")
         given = {r.call_id for r in results}
-        missing = [
-            ToolResult(c.id, "The caller sent no result for this call.", True) for c in self.paused if c.id not in given
-        ]
+        missing = [ToolResult(c.id, NOT_RUN, True) for c in self.paused if c.id not in given]
         self.lock.check(self.policy)
         await self._send(encode_tool_results([r.block() for r in (*results, *missing)]))
         self.paused = ()
@@ -320,6 +318,7 @@ class Session:
             verified=self.verified,
             session_id=self.session_id,
             redefer=redefer,
+            cut_at_limit=MAX_OUTPUT_TOKENS in self.spec.extra_env,
         )
         deadline = time.monotonic() + self.timeouts.total if self.timeouts.total else None
         self.busy = True
@@ -358,6 +357,8 @@ class Session:
             for item in out:
                 if isinstance(item, Deferred):
                     self.paused = item.calls
+                if isinstance(item, Done) and item.outcome.cut:
+                    await self.kill()  # it would go on by itself, past the caller's limit
                 yield item
 
     async def _exit_code(self) -> int:

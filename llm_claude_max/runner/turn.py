@@ -29,6 +29,7 @@ from .protocol import (
     Init,
     RateLimit,
     Result,
+    StreamOther,
     TextDelta,
     ThinkingDelta,
     ToolInputDelta,
@@ -108,6 +109,9 @@ class Outcome:
     """The caller's tool calls this step ended with (a :class:`Deferred` step)."""
     verified: bool = False
     """The subscription route was confirmed in-band by a ``rate_limit_event`` of this process."""
+    cut: bool = False
+    """The answer stopped at the output-token limit the caller set (the process was then stopped: the CLI
+    would go on past it by itself)."""
 
     @property
     def usage(self) -> JSON:
@@ -215,6 +219,7 @@ class TurnState:
         verified: bool = False,
         session_id: str | None = None,
         redefer: bool = False,
+        cut_at_limit: bool = False,
     ) -> None:
         self.route = route
         self.policy = policy
@@ -225,6 +230,10 @@ class TurnState:
         self.redefer = redefer
         """A resumed session's start-up: the CLI asks our hook again about the call it had deferred, and
         reports it only in ``result.deferred_tool_use`` (no request is made)."""
+        self.cut_at_limit = cut_at_limit
+        """End the step when the model hits the output-token limit: the CLI would otherwise ask it to go on
+        (``Output token limit hit. Resume directly…``), in further billed requests."""
+        self.usage: JSON = {}
         self.rate_limit: RateLimit | None = None
         self.warnings: list[str] = []
         self.texts: list[str] = []
@@ -266,6 +275,23 @@ class TurnState:
             return [Notice(retry_notice(event))]
         elif isinstance(event, Result):
             return self._result(event)
+        elif isinstance(event, StreamOther):
+            return self._message_event(event.event)
+        return []
+
+    def _message_event(self, event: JSON) -> list[TurnEvent]:
+        """``message_start`` / ``message_delta``: usage, and whether the output limit cut the answer."""
+        if event.get("type") == "message_start":
+            usage = (event.get("message") or {}).get("usage")
+            self.usage = dict(usage) if isinstance(usage, dict) else {}
+        elif event.get("type") == "message_delta":
+            self.usage.update(event.get("usage") or {})
+            if self.cut_at_limit and (event.get("delta") or {}).get("stop_reason") == "max_tokens":
+                raw = {"type": "result", "subtype": "success", "stop_reason": "max_tokens", "usage": self.usage,
+                       "session_id": self.session_id}  # fmt: skip
+                result = Result("success", False, self.partial_text, self.session_id, None, "max_tokens",
+                                "max_tokens", None, [], raw)  # fmt: skip
+                return self._result(result, cut=True)
         return []
 
     # -- streaming -----------------------------------------------------------------------------
@@ -369,7 +395,7 @@ class TurnState:
             return [Notice(warning)]
         return []
 
-    def _result(self, event: Result) -> list[TurnEvent]:
+    def _result(self, event: Result, *, cut: bool = False) -> list[TurnEvent]:
         if event.is_error or event.subtype != "success":
             raise failure.from_result(event, self.rate_limit, "")
         self.session_id = event.session_id or self.session_id
@@ -400,6 +426,7 @@ class TurnState:
             result=event,
             tool_calls=calls,
             verified=self.verified,
+            cut=cut,
         )
         if event.deferred:
             if not calls:

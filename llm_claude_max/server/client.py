@@ -14,8 +14,8 @@ from typing import Any
 
 from .. import errors
 from ..content import Block, Turn
-from ..runner.session import Notice, Reasoning, Summary, Text
-from ..tools import ToolCall
+from ..runner.session import Notice, Reasoning, Summary, Text, ToolCallArgs, ToolCallStarted
+from ..tools import ToolCall, ToolSpec
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def _content(blocks: Sequence[Block]) -> list[dict[str, Any]]:
     for block in blocks:
         if block["type"] == "text":
             parts.append({"type": "text", "text": block["text"]})
-        else:
+        elif block["type"] in ("image", "document"):
             source = block["source"]
             url = f"data:{source['media_type']};base64,{source['data']}"
             if block["type"] == "image":
@@ -42,13 +42,46 @@ def _content(blocks: Sequence[Block]) -> list[dict[str, Any]]:
 
 
 def openai_messages(system: str | None, turns: Sequence[Turn]) -> list[dict[str, Any]]:
+    """Neutral turns as Chat Completions messages: tool calls on the assistant's, results as tool messages."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     for turn in turns:
         if turn.role == "assistant":
-            messages.append({"role": "assistant", "content": "".join(b.get("text", "") for b in turn.blocks)})
-        else:
-            messages.append({"role": "user", "content": _content(turn.blocks)})
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(b.get("text", "") for b in turn.blocks)}
+            calls = [b for b in turn.blocks if b["type"] == "tool_use"]
+            if calls:
+                message["tool_calls"] = [
+                    {
+                        "id": b["id"],
+                        "type": "function",
+                        "function": {"name": b["name"], "arguments": json.dumps(b["input"])},
+                    }
+                    for b in calls
+                ]
+            messages.append(message)
+            continue
+        for block in turn.blocks:
+            if block["type"] == "tool_result":
+                messages.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": _result_text(block)})
+        content = _content(turn.blocks)
+        if content:
+            messages.append({"role": "user", "content": content})
     return messages
+
+
+def _result_text(block: Block) -> str:
+    content = block.get("content")
+    text = content if isinstance(content, str) else "\n".join(str(b.get("text", "")) for b in content or [])
+    return f"Error: {text}" if block.get("is_error") and not text.startswith("Error") else text
+
+
+def openai_tools(specs: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {"name": s.name, "description": s.description, "parameters": dict(s.input_schema)},
+        }
+        for s in specs
+    ]
 
 
 def _raise_for(payload: Any, status: int) -> None:
@@ -76,7 +109,8 @@ async def prompt(
     extension: Mapping[str, Any],
     read_timeout: float,
     connect_timeout: float = 5.0,
-) -> AsyncGenerator[Text | Reasoning | Notice | Finished, None]:
+    tools: Sequence[ToolSpec] = (),
+) -> AsyncGenerator[Text | Reasoning | Notice | ToolCallStarted | ToolCallArgs | Finished, None]:
     import httpx
 
     body: dict[str, Any] = {
@@ -88,12 +122,15 @@ async def prompt(
     }
     if schema is not None:
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": dict(schema)}}
+    if tools:
+        body["tools"] = openai_tools(tools)
     headers = {"authorization": f"Bearer {key}"} if key else {}
     timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=60.0, pool=5.0)
     endpoint = url.rstrip("/") + ("/chat/completions" if url.rstrip("/").endswith("/v1") else "/v1/chat/completions")
     meta: dict[str, Any] = {}
     usage: dict[str, Any] = {}
     model_id: str | None = None
+    calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
     try:
         async with (
             httpx.AsyncClient(timeout=timeout, trust_env=False) as client,
@@ -134,6 +171,9 @@ async def prompt(
                         yield Reasoning(delta["reasoning_content"])
                     if delta.get("content"):
                         yield Text(delta["content"])
+                    for call in delta.get("tool_calls") or []:
+                        for event in _tool_call_delta(calls, call):
+                            yield event
     except httpx.TimeoutException as exc:
         raise errors.ClaudeTimeout(f"The claude-max server at {url} sent nothing for {read_timeout:g} s.") from exc
     except httpx.HTTPError as exc:
@@ -152,5 +192,23 @@ async def prompt(
             continued=str(meta.get("continued") or "new"),
             warnings=tuple(meta.get("warnings") or ()),
             extra={**(meta.get("extra") or {}), "process": meta.get("process"), "via": url},
-        )
+        ),
+        tuple(ToolCall(i, n, json.loads(a or "{}")) for i, n, a in calls.values()),
     )
+
+
+def _tool_call_delta(calls: dict[int, list[str]], delta: Any) -> list[ToolCallStarted | ToolCallArgs]:
+    """One ``delta.tool_calls`` item: the start of a call (id and name), then pieces of its arguments."""
+    if not isinstance(delta, dict):
+        return []
+    given = delta.get("index")
+    index = given if isinstance(given, int) else len(calls)
+    function = delta.get("function") or {}
+    out: list[ToolCallStarted | ToolCallArgs] = []
+    if index not in calls:
+        calls[index] = [str(delta.get("id") or f"call_{index}"), str(function.get("name") or ""), ""]
+        out.append(ToolCallStarted(calls[index][0], calls[index][1]))
+    if function.get("arguments"):
+        calls[index][2] += function["arguments"]
+        out.append(ToolCallArgs(calls[index][0], function["arguments"]))
+    return out

@@ -24,8 +24,6 @@ IGNORED_HEADER = "X-Claude-Max-Ignored"
 DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$", re.DOTALL)
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 REMOTE = ("http://", "https://")
-MAX_OUTPUT_TOKENS_VAR = "CLAUDE_CODE_MAX_OUTPUT_TOKENS"
-"""The CLI's own limit on output tokens: the upstream request then carries it as ``max_tokens``."""
 
 
 def resolve_model(model: Any) -> tuple[str, str | None]:
@@ -201,7 +199,7 @@ def metadata(outcome: Outcome, start: Start | None) -> dict[str, Any]:
 
 def cut_by_limit(outcome: Outcome) -> bool:
     """The answer stopped at the output-token limit."""
-    return outcome.result.stop_reason == "max_tokens"
+    return outcome.cut or outcome.result.stop_reason == "max_tokens"
 
 
 def mapping(value: Any) -> Mapping[str, Any]:

@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sse_starlette import ServerSentEvent
 
 from ...content import Block, Turn, replay_block, text_block
-from ...errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused, UsageLimitReached
+from ...errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused, StructuredOutputRetried, UsageLimitReached
 from ...request import TurnRequest
-from ...runner.command import CommandSpec, SystemPlacement
+from ...runner.command import MAX_OUTPUT_TOKENS, CommandSpec, SystemPlacement
 from ...runner.pool import Start
 from ...runner.session import (
     Deferred,
@@ -333,7 +333,7 @@ def parse(body: Any, partition: str) -> Call:
         extra_env["CLAUDE_CODE_MAX_RETRIES"] = str(extension.max_retries)
     limit = chat.max_completion_tokens or chat.max_tokens
     if limit is not None:
-        extra_env[common.MAX_OUTPUT_TOKENS_VAR] = str(limit)
+        extra_env[MAX_OUTPUT_TOKENS] = str(limit)
     schema = common.choice_schema(forced) if forced else _response_schema(chat.response_format)
     spec = CommandSpec(
         model=cli_model,
@@ -607,6 +607,8 @@ class _StreamState:
     indexes: dict[str, int] = field(default_factory=dict)
     forced_id: str | None = None
     finished: bool = False
+    streamed_json: list[str] = field(default_factory=list)
+    """The structured output as streamed while the model wrote it (``response_format``)."""
 
     def __post_init__(self) -> None:
         self.stops = common.StopFilter(self.context.stops)
@@ -615,6 +617,8 @@ class _StreamState:
         context = self.context
         if isinstance(event, Start):
             self.start = event
+        elif isinstance(event, Text) and not context.forced and self.streamed_json:
+            return self._final_json(event.text)
         elif isinstance(event, Text) and not context.forced:
             shown = self.stops.feed(event.text)
             out = [_sse(_chunk(context, {"content": shown}))] if shown else []
@@ -655,6 +659,7 @@ class _StreamState:
     def _structured(self, chunk: str) -> list[ServerSentEvent]:
         context = self.context
         if not context.forced:
+            self.streamed_json.append(chunk)
             return [_sse(_chunk(context, {"content": chunk}))]  # response_format: the JSON as it is written
         if len(context.forced) > 1:
             return []  # {"name", "arguments"}: shown whole at the end
@@ -664,6 +669,19 @@ class _StreamState:
             out += self._call_start(self.forced_id, context.forced[0].name)
         out.append(self._args(self.forced_id, chunk))
         return out
+
+    def _final_json(self, text: str) -> list[ServerSentEvent]:
+        """The structured output, whole: already streamed, unless the CLI had the model try again."""
+        try:
+            same = json.loads("".join(self.streamed_json)) == json.loads(text)
+        except ValueError:
+            same = False
+        if same:
+            return []
+        raise StructuredOutputRetried(
+            "The structured output streamed so far was rejected by the CLI's schema check and written again; "
+            f"the final value is: {text}"
+        )
 
     def _end(self, end: Done | Deferred) -> list[ServerSentEvent]:
         context = self.context
@@ -692,6 +710,7 @@ class _StreamState:
 
 
 # -- errors -------------------------------------------------------------------------------------------
+
 
 TYPE = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
         429: "rate_limit_error"}  # fmt: skip
