@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import guard, paths
+from .. import guard, paths, usage
 from ..errors import (
     ClaudeTimeout,
     CLINotFound,
@@ -382,6 +382,7 @@ class Session:
                     interrupted = True
             elif isinstance(event, RateLimit):
                 rate_limit = event
+                noted = usage.observe(event, self.initialize.get("account"), self.env)  # never raises
                 try:
                     warning = guard.check_rate_limit(event, self.policy)
                 except PaidUsageRefused as exc:
@@ -390,6 +391,9 @@ class Session:
                     await self.kill()
                     exc.partial_text = "".join(texts)
                     raise
+                if noted:
+                    warnings.append(noted)
+                    yield Notice(noted)
                 if warning:
                     warnings.append(warning)
                     yield Notice(warning)

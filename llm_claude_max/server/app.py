@@ -26,6 +26,7 @@ from .. import catalog, guard
 from ..errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused
 from ..runner.session import Done, Notice, Reasoning, Text
 from ..transcript import media_block
+from ..usage import gate as usage_gate
 from . import keys, openai_api
 from .engine import Engine, Start
 
@@ -165,6 +166,8 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
         except ClaudeMaxError as exc:
             return error_for(exc)
         headers = {openai_api.IGNORED_HEADER: ", ".join(chat_request.ignored)} if chat_request.ignored else {}
+        if (refused := usage_gate.refusal(chat_request.model, engine.config.policy, engine.cli.env)) is not None:
+            return error_for(refused)  # the last reading says the window is used up: no CLI is started
         slot = engine.slot()
         admission = asyncio.ensure_future(slot.__aenter__())
         try:
@@ -221,7 +224,8 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
                 await events.aclose()
                 await slot.__aexit__(None, None, None)
             return JSONResponse(
-                openai_api.completion(request_id, created, chat_request.model, outcome, start), headers=headers
+                openai_api.completion(request_id, created, chat_request.model, outcome, start),
+                headers={**headers, **usage_gate.headers(engine.cli.env)},
             )
 
         async def stream() -> AsyncIterator[bytes]:
@@ -257,6 +261,7 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
                 await events.aclose()
                 await slot.__aexit__(None, None, None)
 
+        headers.update(usage_gate.headers(engine.cli.env))  # as the stream starts: usage/gate.py
         return EventStream(stream(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
 
     async def models(request: Request) -> Response:
@@ -287,12 +292,16 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
                 "status": "ok" if ok else "fail",
                 "billing": {**route.as_dict(), "allowed": ok},
                 "last_rate_limit": rate.raw if rate is not None else None,
+                "usage": usage_gate.document(engine.cli.env, engine.config.policy),
                 "cli": {"path": str(engine.cli.path), "version": answer.get("claude_code_version")},
                 "engine": engine.health(),
                 "server": config.info,
             },
             status_code=200 if ok else 503,
         )
+
+    async def usage(request: Request) -> Response:
+        return JSONResponse(usage_gate.document(engine.cli.env, engine.config.policy))
 
     async def openapi(request: Request) -> Response:
         return Response(OPENAPI.read_text(), media_type="application/json")
@@ -303,6 +312,7 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
         Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/health/deep", deep_health, methods=["GET"]),
+        Route("/v1/usage", usage, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     middleware = [Middleware(_Guard, config=config)]
