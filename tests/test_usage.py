@@ -598,3 +598,18 @@ def test_usage_without_a_reading_says_how_to_get_one() -> None:
     document = json.loads(CliRunner().invoke(cli, ["usage", "--json"]).output)
     jsonschema.validate(document, SCHEMA)
     assert document["accounts"] == []
+
+
+def test_the_gate_reads_the_login_only_when_a_reading_would_refuse_or_warn(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_reading(env: object = None) -> str:
+        raise AssertionError(".claude.json was read although no reading refuses or warns")
+
+    now = int(time.time())
+    store.observe(
+        info_event(status="allowed", unifiedWindows={"five_hour": {"utilization": 0.2, "resetsAt": now + 60}}), ACCOUNT
+    )
+    monkeypatch.setattr(store, "login_key", no_reading)
+    assert gate.refusal("claude-max", guard.Policy(), dict(os.environ)) is None
+    assert gate.headers(dict(os.environ)) == {}

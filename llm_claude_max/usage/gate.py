@@ -40,12 +40,10 @@ def _model_name(model: str | None, env: Mapping[str, str]) -> str | None:
 
 def refusal(model: str | None, policy: guard.Policy, env: Mapping[str, str]) -> UsageLimitReached | None:
     """The error to answer with at once, or None to go ahead."""
-    record = store.current(env)
-    if record is None:
-        return None
     now = time.time()
-    block = record.reading().block(now, allow_overage=policy.allow_overage)
-    if block is None or not block.applies_to(_model_name(model, env)):
+    record = store.current(env, only=lambda r: r.reading().block(now, allow_overage=policy.allow_overage) is not None)
+    block = record.reading().block(now, allow_overage=policy.allow_overage) if record is not None else None
+    if record is None or block is None or not block.applies_to(_model_name(model, env)):
         return None
     when = guard.format_reset(block.resets_at)
     instead = (
@@ -64,12 +62,10 @@ def refusal(model: str | None, policy: guard.Policy, env: Mapping[str, str]) -> 
 def headers(env: Mapping[str, str]) -> dict[str, str]:
     """``X-Claude-Max-Usage-Warning: five_hour=0.93; resets_at=2026-11-25T16:40:00Z, ...`` when a window
     is nearly used up (see the module docstring for which reading that is), else nothing."""
-    record = store.current(env)
-    if record is None:
-        return {}
     now = time.time()
-    high = record.reading().high(now)
-    if not high:
+    record = store.current(env, only=lambda r: bool(r.reading().high(now)))
+    high = record.reading().high(now) if record is not None else []
+    if record is None or not high:
         return {}
     value = ", ".join(
         f"{w.name}={w.utilization if w.utilization is not None else 'warning'}"

@@ -241,8 +241,7 @@ def document(report: Report, *, now: float) -> dict[str, Any]:
 def _cost(totals: Totals) -> str:
     if not totals.priced:
         return "n/a"
-    amount = f"${totals.cost:,.4f}" if totals.cost < 1 else f"${totals.cost:,.2f}"
-    return amount + ("*" if totals.priced < totals.prompts else "")
+    return f"${totals.cost:,.4f}" + ("*" if totals.priced < totals.prompts else "")
 
 
 def _cells(totals: Totals) -> list[str]:

@@ -17,14 +17,16 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import paths
-from ..runner.protocol import RateLimit
 from . import windows
+
+if TYPE_CHECKING:
+    from ..runner.protocol import RateLimit
 
 logger = logging.getLogger(__name__)
 
@@ -213,14 +215,20 @@ def login_key(env: Mapping[str, str] | None = None) -> str | None:
     return key
 
 
-def current(env: Mapping[str, str] | None = None) -> Record | None:
+def current(env: Mapping[str, str] | None = None, *, only: Callable[[Record], bool] | None = None) -> Record | None:
     """The record of the login the CLI would use now: the one stored in ``.claude.json`` when there is
-    one (a login switched since the last reading has none yet), else the latest reading of any account."""
-    key = login_key(env)
-    if key is not None:
-        return load(key, env)
+    one (a login switched since the last reading has none yet), else the latest reading of any account.
+
+    ``only``: what the caller is looking for. When no record matches, the login is not even looked up
+    (``.claude.json`` can be megabytes, and the server asks on every request)."""
     records, _ = load_all(env)
-    return records[0] if records else None
+    if only is not None and not any(only(r) for r in records):
+        return None
+    key = login_key(env)
+    chosen = next((r for r in records if r.account.key == key), None) if key is not None else None
+    if key is None and records:
+        chosen = records[0]
+    return chosen if chosen is not None and (only is None or only(chosen)) else None
 
 
 # -- recording ---------------------------------------------------------------------------------------------
