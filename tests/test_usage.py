@@ -475,12 +475,31 @@ def test_doctor_fails_on_a_used_up_window_and_warns_near_the_limit(
     assert check["status"] == "warn"
     assert check["findings"][-1]["summary"].startswith("Your 5-hour window is at 91 %")
 
+    usage_dir = store.directory()
     store.path_of(store.account_key(EMAIL, ORG)).write_text("garbage")
     check = _usage_check()
     assert check["findings"][0]["status"] == "warn" and "corrupt" in check["findings"][0]["summary"]
     assert check["findings"][0]["fix"].startswith("rm ")
     human = CliRunner().invoke(cli, ["doctor", "usage"]).output
     assert "Usage" in human and "corrupt" in human
+
+    usage_dir.rename(usage_dir.with_name("usage-moved"))
+    usage_dir.write_text("a file where the readings' directory should be")
+    check = _usage_check()
+    assert check["findings"][0]["status"] == "warn"
+    assert check["findings"][0]["summary"].startswith("New usage readings cannot be stored")
+
+
+@pytest.mark.real_cli
+def test_the_doctors_live_probe_records_a_reading(api: FakeAnthropicAPI) -> None:
+    now = int(time.time())
+    api.enqueue(Reply(text="OK", headers=everyday_headers(now)))
+    result = CliRunner().invoke(cli, ["doctor", "--json", "--live", "live"])
+    assert json.loads(result.output)["checks"][0]["status"] == "ok"
+    record = store.load(store.account_key(EMAIL, ORG))
+    assert record is not None
+    assert [(w.name, w.utilization) for w in record.reading().windows] == [("five_hour", 0.42), ("seven_day", 0.63)]
+    assert _usage_check()["findings"][0]["table"][1][:2] == ["5-hour", "42 %"]
 
 
 # -- the report from llm's logs.db -----------------------------------------------------------------------------

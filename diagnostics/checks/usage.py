@@ -61,7 +61,7 @@ def usage_windows(ctx: Context) -> Iterator[Finding]:
     yield from _files(ctx)
     record = store.current(ctx.env)
     if record is None:
-        yield Finding(Status.INFO, "No usage reading yet for this login: " + render.EMPTY.split(". ", 1)[1])
+        yield Finding(Status.INFO, f"No usage reading yet for this login. {render.HOW_TO_GET_ONE}")
         return
     now = time.time()
     reading = record.reading()

@@ -300,7 +300,7 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
             status_code=200 if ok else 503,
         )
 
-    async def usage(request: Request) -> Response:
+    async def usage_windows(request: Request) -> Response:
         return JSONResponse(usage_gate.document(engine.cli.env, engine.config.policy))
 
     async def openapi(request: Request) -> Response:
@@ -312,7 +312,7 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
         Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/health/deep", deep_health, methods=["GET"]),
-        Route("/v1/usage", usage, methods=["GET"]),
+        Route("/v1/usage", usage_windows, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     middleware = [Middleware(_Guard, config=config)]

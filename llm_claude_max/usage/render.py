@@ -193,10 +193,11 @@ def _account_lines(record: Record, now: float, *, allow_overage: bool, current: 
     return lines
 
 
-EMPTY = (
-    "No usage reading yet. The Claude Code CLI reports your plan's windows with each answer; send one prompt "
+HOW_TO_GET_ONE = (
+    "The Claude Code CLI reports your plan's windows with each answer; send one prompt "
     "(for example `llm -m claude-max-haiku hi`) and run this again."
 )
+EMPTY = f"No usage reading yet. {HOW_TO_GET_ONE}"
 
 
 def human(
