@@ -194,7 +194,7 @@ _login_cache: dict[Path, tuple[tuple[int, int], str | None]] = {}
 def login_key(env: Mapping[str, str] | None = None) -> str | None:
     """The account key of the login stored in the CLI's ``.claude.json`` (its ``oauthAccount`` email
     and organization name; nothing else is read), or None when there is none. Cached per file
-    version: the server asks on every request."""
+    version (the CLI rewrites that file often, and it can be large)."""
     path = paths.claude_json(env)
     try:
         stat = path.stat()
