@@ -371,7 +371,7 @@ class Discovery:
             )
 
     def _scan_managed_key(self) -> None:
-        config_json = (self.config_dir if self.env.get("CLAUDE_CONFIG_DIR") else self.home) / ".claude.json"
+        config_json = paths.claude_json({**self.env, "HOME": str(self.home)})
         data, _ = _read_json(config_json)
         key = data.get("primaryApiKey") if data else None
         if isinstance(key, str) and key:

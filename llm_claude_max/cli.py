@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -214,6 +215,77 @@ def server_key(rotate: bool) -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(key)
     click.echo(f"(kept in {where})", err=True)
+
+
+def _plain_terminal() -> bool:
+    """stdout cannot show block characters (an ASCII locale): draw bars with # and -."""
+    import sys
+
+    encoding = sys.stdout.encoding or "ascii"
+    try:
+        "█░✗·".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return True
+    return False
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Output JSON (schema: docs/usage.md).")
+@click.pass_context
+def usage(click_ctx: click.Context, as_json: bool) -> None:
+    """How much of your plan's 5-hour and weekly windows is used, and when they reset.
+
+    As the Claude Code CLI reported it with your last answer: nothing is sent, nothing is spent.
+    `claude-max usage report` shows the tokens that went through llm.
+    """
+    if click_ctx.invoked_subcommand is not None:
+        if as_json:
+            command = click_ctx.invoked_subcommand
+            raise click.UsageError(f"--json goes after the subcommand: claude-max usage {command} --json")
+        return
+    import os
+
+    from . import config
+    from .usage import render
+
+    allow = config.Settings.from_env().allow_overage
+    if as_json:
+        click.echo(json.dumps(render.current_document(os.environ, allow_overage=allow), indent=2))
+    else:
+        click.echo(render.current_text(os.environ, allow_overage=allow, plain=_plain_terminal()), nl=False)
+
+
+@usage.command("report")
+@click.option("--days", type=click.IntRange(1, 3660), help="The last N days, today included (default 7).")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="From this day (YYYY-MM-DD) to today.")
+@click.option(
+    "--database", type=click.Path(dir_okay=False, path_type=Path), help="llm's logs.db (default: `llm logs path`)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Output JSON (schema: docs/usage.md).")
+def usage_report(days: int | None, since: Any, database: Path | None, as_json: bool) -> None:
+    """Prompts, tokens and the CLI's list-price estimate per day and model, from llm's logs."""
+    import datetime as dt
+    import os
+    import time
+
+    from .usage import report
+
+    if days is not None and since is not None:
+        raise click.UsageError("Give --days or --since, not both.")
+    today = dt.date.today()
+    first = since.date() if since is not None else today - dt.timedelta(days=(days or 7) - 1)
+    if first > today:
+        raise click.UsageError(f"--since {first} is in the future.")
+    path = database or report.database_path(os.environ)
+    try:
+        rows = report.read(path, first)
+    except report.ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    result = report.Report.of(rows, path, first, today)
+    if as_json:
+        click.echo(json.dumps(report.document(result, now=time.time()), indent=2))
+    else:
+        click.echo(report.text(result, plain=_plain_terminal()), nl=False)
 
 
 @cli.command()

@@ -200,8 +200,10 @@ LIMIT_LABELS = {
     "seven_day": "7-day",
     "seven_day_opus": "7-day Opus",
     "seven_day_sonnet": "7-day Sonnet",
-    "seven_day_overage_included": "7-day",
+    "seven_day_overage_included": "7-day (extra usage included)",
+    "overage": "extra usage",
 }
+"""Display names of the CLI's ``rateLimitType`` values and ``unifiedWindows`` keys."""
 
 
 def limit_label(limit_type: str | None) -> str:

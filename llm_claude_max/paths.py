@@ -53,6 +53,15 @@ def claude_config_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("HOME") or Path.home()) / ".claude"
 
 
+def claude_json(env: Mapping[str, str] | None = None) -> Path:
+    """The CLI's global state file (login account, onboarding, projects): ``.claude.json`` in
+    ``$CLAUDE_CONFIG_DIR`` when that is set, else in the home directory."""
+    env = os.environ if env is None else env
+    if env.get("CLAUDE_CONFIG_DIR"):
+        return Path(env["CLAUDE_CONFIG_DIR"]).expanduser() / ".claude.json"
+    return Path(env.get("HOME") or Path.home()) / ".claude.json"
+
+
 def project_dir_name(cwd: Path) -> str:
     """The CLI's transcript folder name for a working directory: ``/``, ``.`` and ``_`` become ``-``."""
     return re.sub(r"[/._]", "-", str(cwd))

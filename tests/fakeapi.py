@@ -420,20 +420,58 @@ class _Handler(BaseHTTPRequestHandler):
         self._sse("content_block_stop", {"type": "content_block_stop", "index": index})
 
 
+UNIFIED = "anthropic-ratelimit-unified-"
+WINDOW_PREFIXES = {"five_hour": "5h", "seven_day": "7d", "seven_day_overage_included": "7d_oi", "overage": "overage"}
+"""The header infix of each window, as the CLI 2.1.328 reads them (``anthropic-ratelimit-unified-7d-utilization``)."""
+
+Window = tuple[float, int] | tuple[float, int, str] | tuple[float, int, str, float]
+"""(utilization, reset epoch[, status[, surpassed threshold]])."""
+
+
+def unified_headers(
+    status: str = "allowed",
+    *,
+    claim: str | None = None,
+    reset: int | None = None,
+    windows: dict[str, Window] | None = None,
+    overage: str | None = None,
+    overage_reset: int | None = None,
+    overage_reason: str | None = None,
+) -> dict[str, str]:
+    """The unified rate-limit headers Anthropic's API sends a subscription: the top-level status (with the
+    limiting window ``claim`` and its ``reset``), per-window utilization/reset/status/threshold, overage."""
+    headers = {UNIFIED + "status": status}
+    if claim is not None:
+        headers[UNIFIED + "representative-claim"] = claim
+    if reset is not None:
+        headers[UNIFIED + "reset"] = str(reset)
+    for name, (utilization, window_reset, *rest) in (windows or {}).items():
+        prefix = UNIFIED + WINDOW_PREFIXES[name]
+        headers[f"{prefix}-utilization"] = str(utilization)
+        headers[f"{prefix}-reset"] = str(window_reset)
+        if rest:
+            headers[f"{prefix}-status"] = str(rest[0])
+        if len(rest) > 1:
+            headers[f"{prefix}-surpassed-threshold"] = str(rest[1])
+    if overage is not None:
+        headers[UNIFIED + "overage-status"] = overage
+    if overage_reset is not None:
+        headers[UNIFIED + "overage-reset"] = str(overage_reset)
+    if overage_reason is not None:
+        headers[UNIFIED + "overage-disabled-reason"] = overage_reason
+    return headers
+
+
 def five_hour_limit_headers(reset_epoch: int, *, overage: bool = False) -> dict[str, str]:
     """Unified rate-limit headers: the 5-hour window is used up (and, with ``overage``, extra usage serves it)."""
-    headers = {
-        "anthropic-ratelimit-unified-status": "rejected",
-        "anthropic-ratelimit-unified-representative-claim": "five_hour",
-        "anthropic-ratelimit-unified-reset": str(reset_epoch),
-        "anthropic-ratelimit-unified-5h-status": "rejected",
-        "anthropic-ratelimit-unified-5h-reset": str(reset_epoch),
-        "anthropic-ratelimit-unified-5h-utilization": "1.0",
-    }
-    if overage:
-        headers["anthropic-ratelimit-unified-overage-status"] = "allowed"
-        headers["anthropic-ratelimit-unified-overage-reset"] = str(reset_epoch)
-    return headers
+    return unified_headers(
+        "rejected",
+        claim="five_hour",
+        reset=reset_epoch,
+        windows={"five_hour": (1.0, reset_epoch, "rejected")},
+        overage="allowed" if overage else None,
+        overage_reset=reset_epoch if overage else None,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - manual experiments

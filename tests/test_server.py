@@ -243,12 +243,6 @@ def test_bad_requests(server: Server, body: dict[str, object], status: int, code
 
 
 def test_openai_client_sees_precise_errors(server: Server, real_cli: FakeAnthropicAPI) -> None:
-    reset = int(time.time()) + 3600
-    real_cli.enqueue(Reply(status=429, error_type="rate_limit_error", headers=five_hour_limit_headers(reset)))
-    with pytest.raises(openai.RateLimitError) as info:
-        server.client().chat.completions.create(model="claude-max", messages=[{"role": "user", "content": "hi"}])
-    assert info.value.code == "usage_limit_reached"
-    assert 3500 <= int(info.value.response.headers["retry-after"]) <= 3600
     real_cli.enqueue(*[Reply(status=529) for _ in range(3)])
     response = chat(server, claude_max={"max_retries": 0})
     assert (
@@ -258,6 +252,13 @@ def test_openai_client_sees_precise_errors(server: Server, real_cli: FakeAnthrop
     )
     with pytest.raises(openai.NotFoundError):
         server.client().models.retrieve("gpt-4o")
+    # Last: from now on the server refuses at once until the reset (tests/test_usage.py).
+    reset = int(time.time()) + 3600
+    real_cli.enqueue(Reply(status=429, error_type="rate_limit_error", headers=five_hour_limit_headers(reset)))
+    with pytest.raises(openai.RateLimitError) as info:
+        server.client().chat.completions.create(model="claude-max", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.code == "usage_limit_reached"
+    assert 3500 <= int(info.value.response.headers["retry-after"]) <= 3600
 
 
 def test_not_logged_in_is_503_and_nothing_is_sent(serve: Callable[..., Server], real_cli: FakeAnthropicAPI) -> None:

@@ -115,7 +115,11 @@ class Background:
             return
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             self.call(self.pool.close, timeout=EXIT_GRACE_SECONDS)
+            self.call(self.loop.shutdown_asyncgens, timeout=EXIT_GRACE_SECONDS)
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(EXIT_GRACE_SECONDS)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 async def _pump(

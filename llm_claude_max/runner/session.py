@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import guard, paths
+from .. import guard, paths, usage
 from ..errors import (
     APIError,
     ClaudeMaxError,
@@ -46,6 +46,7 @@ from .protocol import (
     ControlRequest,
     ControlResponse,
     Init,
+    RateLimit,
     Result,
     encode_initialize,
     encode_tool_results,
@@ -340,6 +341,9 @@ class Session:
                 continue
             if isinstance(event, Init):
                 self.proc.socket_path = event.socket_path
+            noted = (
+                usage.observe(event, self.initialize.get("account"), self.env) if isinstance(event, RateLimit) else None
+            )
             try:
                 out = state.feed(event)
             except PaidUsageRefused:
@@ -354,6 +358,9 @@ class Session:
                 raise
             self.verified = state.verified
             self.session_id = state.session_id or self.session_id
+            if noted:  # the plan's window is nearly used up: once, after the guard's own verdict
+                state.warnings.append(noted)
+                out.append(Notice(noted))
             for item in out:
                 if isinstance(item, Deferred):
                     self.paused = item.calls

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from .. import catalog, config, guard
 from ..content import Turn
 from ..errors import ClaudeMaxError, InvalidRequest
+from ..usage import gate as usage_gate
 from . import images, keys, openapi
 from .apis import common, openai_chat
 from .engine import Engine
@@ -109,12 +110,16 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
                 "status": "ok" if ok else "fail",
                 "billing": {**route.as_dict(), "allowed": ok},
                 "last_rate_limit": rate.raw if rate is not None else None,
+                "usage": usage_gate.document(engine.cli.env, engine.config.policy),
                 "cli": {"path": str(engine.cli.path), "version": answer.get("claude_code_version")},
                 "engine": engine.health(),
                 "server": config.info,
             },
             status_code=200 if ok else 503,
         )
+
+    async def usage_windows(request: Request) -> Response:
+        return JSONResponse(usage_gate.document(engine.cli.env, engine.config.policy))
 
     async def openapi_document(request: Request) -> Response:
         return JSONResponse(openapi.document())
@@ -125,6 +130,7 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
         Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/health/deep", deep_health, methods=["GET"]),
+        Route("/v1/usage", usage_windows, methods=["GET"]),
         Route("/openapi.json", openapi_document, methods=["GET"]),
     ]
     middleware = [Middleware(_Guard, config=config)]

@@ -33,6 +33,7 @@ from . import records
 from .records import ServerRecord
 
 logger = logging.getLogger("llm_claude_max.server")
+WARM_UP = ({"type": "text", "text": "(a warm spare: no message is ever sent)"},)
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,7 @@ class Stats:
     refused_busy: int = 0
 
     def count(self, start: Start) -> None:
-        if start.process == "cold":
-            self.cold_starts += 1
-        elif start.process == "warm":
+        if start.process == "warm":
             self.warm_hits += 1
         name = {"live": "live_hits", "paused": "paused_hits", "resumed": "resumes", "seeded": "seeded",
                 "replayed": "replays"}.get(start.continued)  # fmt: skip
@@ -112,6 +111,14 @@ class Engine(Pool):
         await self.close()
         if self.record is not None:
             self.record.close()
+
+    async def _spawn(
+        self, spec: Any, request: TurnRequest, cli: ClaudeCLI, policy: guard.Policy, timeouts: Timeouts
+    ) -> Session:
+        warming = request.new == WARM_UP
+        if not warming:
+            self.stats.cold_starts += 1
+        return await super()._spawn(spec, request, cli, policy, timeouts)
 
     def _recorded(self, session: Session) -> None:
         if session.proc is not None and self.record is not None:
@@ -167,7 +174,7 @@ class Engine(Pool):
             self._background(self._warm_up(key, spec))
 
     async def _warm_up(self, key: str, spec: CommandSpec) -> None:
-        request = TurnRequest(spec, (), ({"type": "text", "text": "(warm)"},))
+        request = TurnRequest(spec, (), WARM_UP)
         try:
             session = await self._spawn(spec, request, self.cli, self.config.policy, self.config.timeouts)
         except ClaudeMaxError:

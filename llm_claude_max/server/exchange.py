@@ -22,10 +22,12 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .. import catalog
 from ..errors import ClaudeMaxError, InvalidRequest, NotSent
 from ..request import TurnRequest
 from ..runner.pool import Start
 from ..runner.session import Deferred, Done, Notice, TurnEvent
+from ..usage import gate as usage_gate
 from .engine import Engine
 
 T = TypeVar("T")
@@ -114,9 +116,14 @@ class Exchange:
         prepare: Callable[[Call], Awaitable[Call]] | None = None,
     ) -> Response:
         """Answer one request. ``prepare`` runs after admission (fetching remote images...)."""
+        env, policy = self.engine.cli.env, self.engine.config.policy
         try:
             body = await self.read_json(request)
             call = api.parse(body, partition_of(request, body))
+            # The last reading says the plan refuses prompts until a reset: answer at once, start nothing.
+            refused = usage_gate.refusal(call.request.spec.model or catalog.DEFAULT_ALIAS, policy, env)
+            if refused is not None:
+                raise refused
         except ClaudeMaxError as exc:
             return self.error_response(api, exc)
         stack = contextlib.AsyncExitStack()
@@ -158,7 +165,8 @@ class Exchange:
                 return self.error_response(api, exc, call.headers)
         start = next((e for e in collected if isinstance(e, Start)), None)
         step = Step(start, [e for e in collected if not isinstance(e, Start)])
-        return JSONResponse(api.render(call, step), headers=call.headers)
+        headers = {**call.headers, **usage_gate.headers(self.engine.cli.env)}  # after this answer's reading
+        return JSONResponse(api.render(call, step), headers=headers)
 
     def _sse(
         self,
@@ -183,7 +191,8 @@ class Exchange:
                     for sse in api.stream_error(exc):
                         yield sse
 
-        headers = {**call.headers, "Cache-Control": "no-cache"}
+        # The reading before this request: a stream's own comes after its text (usage/gate.py).
+        headers = {**call.headers, **usage_gate.headers(self.engine.cli.env), "Cache-Control": "no-cache"}
         return EventSourceResponse(body(), headers=headers, ping=15, sep="\n")
 
     async def watch(self, request: Request, work: Awaitable[T]) -> T:

@@ -77,6 +77,12 @@ def document() -> dict[str, Any]:
                 "responses": {"200": {"description": "OK"}, "404": {"description": "No such model"}},
             }
         },
+        "/v1/usage": {
+            "get": {
+                "summary": "The plan's usage windows, as the CLI last reported them (docs/usage.md)",
+                "responses": {"200": {"description": "OK"}},
+            }
+        },
         "/health": {"get": {"summary": "Liveness (no key needed)", "responses": {"200": {"description": "OK"}}}},
         "/health/deep": {
             "get": {
