@@ -487,6 +487,46 @@ def test_shutdown_stops_every_child(serve: Callable[..., Server], login: Path) -
     # the conftest orphan check fails the test if any `claude` survived
 
 
+def test_sigterm_during_requests_answers_503_and_ends_streams_with_an_error_event(
+    server: Server, real_cli: FakeAnthropicAPI
+) -> None:
+    gate = threading.Event()
+    real_cli.default = Reply(text="one two three", gate=gate, gate_timeout=60)
+    answers: dict[str, object] = {}
+
+    def waiting() -> None:
+        answers["json"] = chat(server)
+
+    def streaming() -> None:
+        lines = []
+        with httpx.stream("POST", server.base + "/chat/completions", json={"model": "claude-max", "stream": True,
+                          "messages": [{"role": "user", "content": "hi"}]}, timeout=60) as response:  # fmt: skip
+            for line in response.iter_lines():
+                lines.append(line)
+                if '"content":"one ' in line:
+                    answers["streaming"] = True
+        answers["stream"] = lines
+
+    threads = [threading.Thread(target=waiting), threading.Thread(target=streaming)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while (len(real_cli.message_requests) < 2 or "streaming" not in answers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(real_cli.message_requests) == 2, "both requests should be waiting for the API"
+    server.proc.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(30)
+    gate.set()
+    response = answers["json"]
+    assert isinstance(response, httpx.Response) and response.status_code == 503
+    assert response.json()["error"]["code"] == "server_stopping"
+    stream = answers["stream"]
+    assert isinstance(stream, list) and any('"code":"server_stopping"' in line for line in stream), stream
+    assert server.stop() in (0, -signal.SIGTERM)
+    assert "Traceback" not in server.log.read_text()
+
+
 def test_repeating_an_exchange_does_not_leak_processes(serve: Callable[..., Server], login: Path) -> None:
     server = serve("--pool-size", "1", "--live-sessions", "2")
     for _ in range(5):

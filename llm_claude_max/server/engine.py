@@ -100,6 +100,15 @@ class Engine(Pool):
         self._ensure_reaper()
         return orphans
 
+    def begin_stop(self) -> None:
+        """The server is shutting down (SIGTERM, Ctrl-C): requests still waiting end with 503 at once, and the
+        running steps' processes are ended, so their answers end now with an error (a stream with an error
+        event) rather than being cut by the server's exit. Call on the event loop."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self._background(self.end_all())
+
     async def stop(self) -> None:
         """End every child and remove this server's record (uvicorn exits by the signal it got, so this, in
         the lifespan's shutdown, is where cleanup happens)."""

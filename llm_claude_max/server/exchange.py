@@ -215,7 +215,7 @@ class Exchange:
         await asyncio.wait({task})  # its cleanup ends the CLI; a cancellation of ours still propagates
         if not task.cancelled():
             task.exception()  # retrieved: an error after the client left is of no interest to anyone
-        if self.engine.stopping.is_set() and not gone.done():
+        if self.engine.stopping.is_set():  # (uvicorn may also report a disconnect while it stops)
             raise ServerStopping("The server is shutting down; nothing more was sent. Try again when it is back.")
         raise ClientGone
 

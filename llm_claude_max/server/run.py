@@ -4,9 +4,11 @@ and serve until Ctrl-C or SIGTERM (which stop every `claude` child)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
 from dataclasses import dataclass
+from types import FrameType
 
 import click
 import uvicorn
@@ -50,6 +52,19 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(False)
     return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the engine at once when a signal asks it to stop."""
+
+    def __init__(self, config: uvicorn.Config, engine: Engine) -> None:
+        super().__init__(config)
+        self.engine = engine
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        with contextlib.suppress(RuntimeError):  # no loop yet, or already closed
+            asyncio.get_running_loop().call_soon_threadsafe(self.engine.begin_stop)
 
 
 def run(options: ServeOptions) -> None:
@@ -111,8 +126,9 @@ def run(options: ServeOptions) -> None:
             on_ready=ready,
         ),
     )
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level=options.log_level, lifespan="on", timeout_graceful_shutdown=5, access_log=False)
+    server = _Server(
+        uvicorn.Config(app, log_level=options.log_level, lifespan="on", timeout_graceful_shutdown=5, access_log=False),
+        engine,
     )
     try:
         server.run(sockets=[sock])
