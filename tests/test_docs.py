@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from llm_claude_max.cli import cli
 from llm_claude_max.models import ClaudeMaxOptions
 
+from .fakeapi import FakeAnthropicAPI, Reply, ToolUse, tool_results
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -53,3 +55,16 @@ def test_doctor_docs_plugin_example_runs(tmp_path: Path, monkeypatch: pytest.Mon
     assert by_id["acme.cli-pin"]["findings"][0]["status"] == "ok"  # the fake CLI says it is 2.1.328
     listing = CliRunner().invoke(cli, ["doctor", "--list", "acme"]).output
     assert "acme-claude-doctor 1.0" in listing
+
+
+@pytest.mark.real_cli
+def test_readme_tools_example_runs(real_cli: FakeAnthropicAPI, login: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    code = _python_block_after(readme, "From Python, with a function or a Toolbox:")
+    real_cli.enqueue(
+        Reply(text="", tool_uses=[ToolUse("lookup", {"city": "Paris"}), ToolUse("Notes_add", {"note": "Paris 22C"})]),
+        Reply(text="It is 22C and sunny in Paris; noted."),
+    )
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out.strip() == "It is 22C and sunny in Paris; noted."
+    assert [r["content"] for r in tool_results(real_cli.message_requests[1].body)] == ["22C, sunny", "1 notes"]

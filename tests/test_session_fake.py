@@ -508,3 +508,35 @@ async def test_missing_cli_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(CLINotFound, match="not on PATH"):
         ClaudeCLI()
+
+
+# -- the caller's tools --------------------------------------------------------------------------------
+
+
+async def test_a_deferred_step_pauses_and_takes_the_results(fake_cli: FakeCLI) -> None:
+    from llm_claude_max.runner.session import Deferred
+    from llm_claude_max.tools import PREFIX, ToolResult, ToolSpec
+
+    name = PREFIX + "lookup"
+    fake_cli.scenario(turns=[fc.deferred([("toolu_1", name, {"city": "Paris"})]), fc.answer("Sunny.")])
+    spec = CommandSpec(caller_tools=(ToolSpec("lookup", "Weather", {"type": "object"}),))
+    async with ClaudeCLI().session(spec, policy=POLICY) as session:
+        await session.start()
+        first = [e async for e in session.turn("Weather?")]
+        deferred = first[-1]
+        assert isinstance(deferred, Deferred) and [c.name for c in deferred.calls] == ["lookup"]
+        assert session.paused == deferred.calls and session.alive
+        with pytest.raises(Exception, match="waiting for the results"):
+            await anext(session.turn("something else"))
+        second = [e async for e in session.continue_with([ToolResult("toolu_1", "22C")])]
+        assert texts(second) == "Sunny." and isinstance(second[-1], Done) and not session.paused
+    lines = fake_cli.stdin_lines()
+    initialize = lines[0]["request"]
+    assert initialize["hooks"]["PreToolUse"][0]["hookCallbackIds"] == ["llm-claude-max-pre-tool-use"]
+    hook_answer = next(line for line in lines if line.get("type") == "control_response")
+    decision = hook_answer["response"]["response"]["hookSpecificOutput"]["permissionDecision"]
+    assert decision == "defer"
+    results = [line for line in lines if line.get("type") == "user"][-1]["message"]["content"]
+    assert results == [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "22C"}]
+    argv = fake_cli.invocations()[0]["argv"]
+    assert any(a.startswith("--mcp-config=") and '"type":"sdk"' in a for a in argv)
