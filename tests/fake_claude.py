@@ -15,6 +15,8 @@ Scenario keys:
                {"exit": code} {"spawn": [argv...]} {"hang": true} {"await_close": true}
                {"signal_self": "INT"} (the CLI's own SIGINT handling: exit 0 without a result)
                {"ignore_sigterm": true} (a CLI too busy to exit on SIGTERM: only SIGKILL stops it)
+               {"paused": true} (parked at a tool call, like the real CLI: input closing now would make one
+               more API request, logged as {"paused_stdin_eof": true}; SIGTERM exits 143 after 0.3 s)
   turns        a list of step lists, one per user message (the last one repeats); overrides steps
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -186,6 +189,23 @@ def _run_steps(steps: list[dict[str, Any]]) -> None:
             sys.stdin.read()
         elif step.get("ignore_sigterm"):
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        elif step.get("paused"):
+            _paused()
+
+
+def _paused() -> None:
+    """Wait at a tool call. The exit on SIGTERM is delayed so that input closed before the signal is seen."""
+    dying_at: list[float] = []
+    signal.signal(signal.SIGTERM, lambda *a: dying_at.append(time.monotonic() + 0.3))
+    watching = True
+    while not dying_at or time.monotonic() < dying_at[0]:
+        if watching and select.select([0], [], [], 0.05)[0] and not os.read(0, 65536):
+            _log({"pid": os.getpid(), "paused_stdin_eof": True})
+            watching = False
+        elif not watching:
+            time.sleep(0.05)
+    _log({"pid": os.getpid(), "paused_exit": 143})
+    os._exit(143)
 
 
 def main() -> None:

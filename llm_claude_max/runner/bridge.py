@@ -13,12 +13,15 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
+from . import children
+
 T = TypeVar("T")
 
 _ITEM, _ERROR, _END = "item", "error", "end"
 
 
 def iterate_sync(factory: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+    children.install()  # signal handlers need the caller's (main) thread; the CLI starts in the worker
     items: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
     finished = threading.Event()
     loop = asyncio.new_event_loop()

@@ -30,7 +30,7 @@ from ..errors import (
     ProtocolError,
     StructuredOutputMissing,
 )
-from . import failure
+from . import children, failure
 from .command import ARGV_VALUE_LIMIT, CommandSpec, build_argv
 from .process import ClaudeProcess
 from .protocol import (
@@ -298,6 +298,7 @@ class Session:
             str(self.cli), "auth", "status", "--json",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env=dict(self.env), cwd=str(self.cwd), start_new_session=True, pass_fds=tuple(self.pass_fds),
+            **children.spawn_options(),
         )  # fmt: skip
         try:
             async with asyncio.timeout(self.timeouts.start):

@@ -13,6 +13,7 @@ import uvicorn
 
 from .. import guard
 from ..errors import ClaudeMaxError
+from ..runner import children
 from ..runner.client import ClaudeCLI
 from ..runner.session import Timeouts
 from . import keys
@@ -53,6 +54,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def run(options: ServeOptions) -> None:
+    children.install()  # SIGHUP (uvicorn handles SIGTERM and SIGINT while it serves), atexit
     try:
         cli = ClaudeCLI()
     except ClaudeMaxError as exc:
