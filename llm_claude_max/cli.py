@@ -225,7 +225,12 @@ def unlock() -> None:
     if lock.read() is None:
         click.echo("No block is set.")
         return
-    lock.clear()
+    try:
+        lock.clear()
+    except OSError as exc:
+        raise click.ClickException(
+            f"Could not remove {lock.path}: {exc.strerror or exc}. Remove it by hand; until then prompts stay blocked."
+        ) from None
     click.echo("Block removed. Prompts are checked again; paid extra usage stays refused unless you opt in.")
 
 

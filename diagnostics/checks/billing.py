@@ -169,7 +169,13 @@ def _ours(ctx: Context, d: Discovery) -> Iterator[Finding]:
 
 def paid_usage(ctx: Context) -> Iterator[Finding]:
     lock = guard.OverageLock(ctx.env).read()
-    if lock is not None:
+    if lock is not None and "problem" in lock:
+        yield Finding(
+            Status.WARN,
+            f"Prompts are blocked: the paid extra usage block {lock['problem']}, so it counts as set",
+            fix="claude-max unlock",
+        )
+    elif lock is not None:
         until = guard.format_reset(lock.get("until")) if isinstance(lock.get("until"), int) else None
         yield Finding(
             Status.WARN,

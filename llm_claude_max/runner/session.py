@@ -387,7 +387,7 @@ class Session:
                     warning = guard.check_rate_limit(event, self.policy)
                 except PaidUsageRefused as exc:
                     # Stop at once: the CLI could make further (paid) requests in this turn.
-                    self.lock.set(event, self.session_id)
+                    self.lock.set(event, self.session_id, exc)  # never raises; says so in exc if unsaved
                     await self.kill()
                     exc.partial_text = "".join(texts)
                     raise
