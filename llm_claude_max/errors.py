@@ -10,9 +10,11 @@ ClaudeMaxError
 ├── APIError                 the API failed after the CLI's bounded retries (`status`: 529, 500, ...)
 ├── ClaudeTimeout            no answer within a watchdog limit; the CLI was stopped
 ├── ProtocolError            the CLI printed something that is not its stream-json protocol
+│   └── CLICrashed           the CLI died before its answer: killed by something else, or exited non-zero
 ├── StructuredOutputMissing  --schema was given but the model returned no structured output
 ├── SessionNotFound          a conversation to resume is not in the CLI's transcripts
 ├── InvalidRequest           bad input (empty prompt, unreadable attachment, bad option)
+│   └── PromptTooLong        the conversation does not fit the model's context window
 └── Cancelled                Ctrl-C, task cancellation, or the CLI was interrupted
 ```
 
@@ -145,6 +147,22 @@ class Cancelled(ClaudeMaxError):
     """The prompt was cancelled before the CLI finished."""
 
     code = "cancelled"
+
+
+# -- issue 10 (reliability): a crash is not a cancellation; a too-long prompt is the caller's to fix --------
+
+
+class CLICrashed(ProtocolError):
+    """The CLI exited before its ``result`` and llm-claude-max did not stop it: killed by something else
+    (the OOM killer, a `kill`), or a non-zero exit. A server answers 502, never 499 ("cancelled")."""
+
+    code = "cli_crashed"
+
+
+class PromptTooLong(InvalidRequest):
+    """The API refused the request as longer than the model's context window (HTTP 400)."""
+
+    code = "context_length_exceeded"  # OpenAI's code for the same condition
 
 
 def by_code(code: str | None) -> type[ClaudeMaxError]:

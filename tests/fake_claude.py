@@ -14,6 +14,7 @@ Scenario keys:
                {"emit": event} {"raw": "text line"} {"stderr": "text"} {"sleep": s}
                {"exit": code} {"spawn": [argv...]} {"hang": true} {"await_close": true}
                {"signal_self": "INT"} (the CLI's own SIGINT handling: exit 0 without a result)
+               {"die": "KILL"} (killed by something else: the OOM killer, a `kill -9`)
                {"ignore_sigterm": true} (a CLI too busy to exit on SIGTERM: only SIGKILL stops it)
                {"paused": true} (parked at a tool call, like the real CLI: input closing now would make one
                more API request, logged as {"paused_stdin_eof": true}; SIGTERM exits 143 after 0.3 s)
@@ -185,6 +186,9 @@ def _run_steps(steps: list[dict[str, Any]]) -> None:
                 }
             )
             sys.exit(0)
+        elif step.get("die"):
+            os.kill(os.getpid(), getattr(signal, "SIG" + step["die"]))
+            time.sleep(10)
         elif step.get("await_close"):
             sys.stdin.read()
         elif step.get("ignore_sigterm"):

@@ -38,6 +38,8 @@ class ClaudeProcess:
         self._stderr_task = asyncio.ensure_future(self._drain_stderr())
         self.socket_path: str | None = None
         """The CLI's messaging socket (from ``init``); removed after a kill, which leaves it behind."""
+        self.killed = False
+        """:meth:`kill` was called: an exit by a signal was ours, not a crash."""
 
     @classmethod
     async def start(
@@ -139,6 +141,7 @@ class ClaudeProcess:
 
         The group is signalled first and stdin closed only once it is gone: a CLI paused at a tool call
         makes one more (billed) API request when its input closes, none when it is signalled."""
+        self.killed = True
         try:
             if self._proc.returncode is None:
                 self._signal_group(signal.SIGTERM)

@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import guard, paths
 from ..errors import (
+    ClaudeMaxError,
     ClaudeTimeout,
     CLINotFound,
     InvalidRequest,
@@ -286,7 +287,7 @@ class Session:
                     stderr=self.proc.stderr_tail() or None,
                 ) from None
             if event is None:
-                raise failure.from_exit(await self._exit_code(), self.proc.stderr_tail(), interrupted=False)
+                raise await self._exit_error(interrupted=False)
             if isinstance(event, ControlResponse) and event.request_id == request_id:
                 return event
             if isinstance(event, ControlRequest):
@@ -345,7 +346,7 @@ class Session:
         while True:
             event = await self._next(deadline)
             if event is None:
-                raise failure.from_exit(await self._exit_code(), self.proc.stderr_tail(), interrupted=interrupted)
+                raise await self._exit_error(interrupted=interrupted)
             if isinstance(event, Init):
                 guard.check_init(event, self.route, self.policy)
                 self.session_id = event.session_id
@@ -430,6 +431,13 @@ class Session:
                     yield Notice(warning)
                 yield Done(outcome)
                 return
+
+    async def _exit_error(self, *, interrupted: bool) -> ClaudeMaxError:
+        """The error for an exit without a result: a crash, unless we stopped the CLI ourselves."""
+        assert self.proc is not None
+        killed = self.proc.killed  # read first: _exit_code stops a CLI that lingers after its output ended
+        code = await self._exit_code()
+        return failure.from_exit(code, self.proc.stderr_tail(), interrupted=interrupted, killed=killed)
 
     async def _exit_code(self) -> int:
         """After the end of output: the exit code (a CLI that closed stdout but lingers is killed)."""

@@ -378,6 +378,7 @@ def sse(payload: Mapping[str, Any] | str) -> bytes:
 
 STATUS = {
     "invalid_request": 400,
+    "context_length_exceeded": 400,
     "model_not_found": 404,
     "usage_limit_reached": 429,
     "paid_usage_refused": 429,
@@ -388,6 +389,7 @@ STATUS = {
     "api_error": 502,
     "structured_output_missing": 502,
     "protocol_error": 502,
+    "cli_crashed": 502,
     "session_not_found": 502,
     "timeout": 504,
     "cancelled": 499,
