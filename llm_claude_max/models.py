@@ -19,7 +19,7 @@ import llm
 from llm.parts import StreamEvent
 from pydantic import Field, field_validator
 
-from . import config, conversation, guard, paths, transcript
+from . import config, conversation, guard, paths, transcript, validation
 from .catalog import CatalogModel
 from .errors import ClaudeMaxError, ClaudeTimeout, InvalidRequest, SessionNotFound
 from .runner.bridge import iterate_sync
@@ -231,6 +231,7 @@ class _Shared:
             )
         system = conversation.system_text(prompt.messages)
         turns = [Turn(m.role, conversation.blocks_of(m)) for m in prompt.messages if m.role != "system"]
+        validation.check_request(system=system, messages=[t.blocks for t in turns], json_schema=prompt.schema)  # type: ignore[arg-type]
         extension: dict[str, Any] = {"system_placement": (options.system_placement or SystemPlacement.REPLACE).value}
         if options.effort:
             extension["effort"] = options.effort.value

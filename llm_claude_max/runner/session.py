@@ -13,15 +13,13 @@ import contextlib
 import errno
 import itertools
 import json
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import guard, paths
+from .. import guard
 from ..errors import (
     ClaudeMaxError,
     ClaudeTimeout,
@@ -31,7 +29,7 @@ from ..errors import (
     ProtocolError,
     StructuredOutputMissing,
 )
-from . import children, failure
+from . import children, failure, promptfile
 from .command import ARGV_VALUE_LIMIT, CommandSpec, build_argv
 from .process import ClaudeProcess
 from .protocol import (
@@ -238,18 +236,12 @@ class Session:
         """
         if enforce:
             self.lock.check(self.policy)
-        system = self.spec.system_prompt or ""
-        if len(system.encode()) > ARGV_VALUE_LIMIT:
-            directory = paths.state_dir(self.env)
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix="system-prompt-", suffix=".txt", dir=directory)
-            with os.fdopen(fd, "w") as f:
-                f.write(system)
-            self._system_file = Path(name)
         if self.spec.json_schema is not None and len(json.dumps(self.spec.json_schema).encode()) > ARGV_VALUE_LIMIT:
             raise InvalidRequest(
                 f"The schema is larger than {ARGV_VALUE_LIMIT} bytes, too large for the CLI's command line."
             )
+        if promptfile.needed(self.spec.system_prompt):  # too long for argv, or holds a NUL
+            self._system_file = promptfile.write(self.spec.system_prompt or "", self.env)
         argv = build_argv(self.cli, self.spec, system_prompt_file=self._system_file)
         self.started_at = time.monotonic()
         try:
@@ -261,6 +253,7 @@ class Session:
         request_id = f"llm-claude-max-init-{next(self._ids)}"
         await self.proc.send(encode_initialize(request_id))
         answer = await self._await_initialize(request_id)
+        self._forget_system_file()  # read by now: a SIGKILL of this process can no longer leave it behind
         if answer.ok:
             self.initialize = answer.response
             account = answer.response.get("account")

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import catalog
+from .. import catalog, validation
 from ..errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused, UsageLimitReached
 from ..runner.command import CommandSpec, SystemPlacement
 from ..runner.session import Outcome
@@ -264,6 +264,9 @@ def parse(body: Any, remote: dict[str, Block] | None = None) -> ChatRequest:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequest("`user` must be a string.")
+    validation.check_request(  # before a process is taken: text the CLI cannot carry is a 400
+        system="\n\n".join(systems), messages=[t.blocks for t in turns], json_schema=schema, model=cli_model
+    )
     # Named in a response header: only names a header can carry (the rest are counted).
     unknown = [k for k in body if k not in HANDLED and body[k] is not None]
     ignored = tuple(sorted(k for k in unknown if HEADER_SAFE_NAME.fullmatch(k)))
