@@ -152,7 +152,10 @@ TOS_WARNING = (
     help="Seconds before an idle process stops.",
 )
 @click.option(
-    "--allow-remote-images", is_flag=True, help="Fetch http(s) image URLs in requests (default: data URLs only)."
+    "--allow-remote-images",
+    is_flag=True,
+    help="Fetch http(s) image URLs in requests: public addresses only (never this machine or its networks), "
+    "at most 8 per request, 10 MB each, 20 MB in all (default: data URLs only).",
 )
 @click.option(
     "--cors-origin", multiple=True, help="Allow browser requests from this origin (repeatable; default: none)."

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -25,8 +24,7 @@ from starlette.types import Receive, Scope, Send
 from .. import catalog, guard
 from ..errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused
 from ..runner.session import Done, Notice, Reasoning, Text
-from ..transcript import media_block
-from . import keys, openai_api
+from . import images, keys, openai_api
 from .engine import Engine, Start
 
 T = TypeVar("T")
@@ -46,6 +44,8 @@ class AppConfig:
     loopback: bool = True
     """Listening on loopback only: then requests must name a loopback host (DNS rebinding)."""
     info: dict[str, Any] = field(default_factory=dict)
+    image_fetcher: images.Fetcher | None = None
+    """How remote images are fetched (default: public addresses only, within max_image_bytes)."""
     on_ready: Callable[[list[int]], None] | None = None
     """Called once the server accepts requests and handles signals, with the orphans it reaped."""
 
@@ -112,6 +112,8 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 def create_app(engine: Engine, config: AppConfig) -> Starlette:
+    fetcher = config.image_fetcher or images.Fetcher(images.Limits(max_image_bytes=config.max_image_bytes))
+
     async def read_json(request: Request) -> Any:
         size = 0
         chunks = []
@@ -127,31 +129,6 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
         except RecursionError:
             raise InvalidRequest("The request body is nested too deeply.") from None
 
-    async def fetch_images(body: Any) -> dict[str, Any]:
-        if not config.allow_remote_images:
-            return {}
-        urls = openai_api.remote_image_urls(body)
-        if not urls:
-            return {}
-        fetched: dict[str, Any] = {}
-        async with httpx.AsyncClient(timeout=10.0, follow_redirects=True) as client:
-            for url in urls:
-                try:
-                    async with client.stream("GET", url) as response:
-                        response.raise_for_status()
-                        data = b""
-                        async for piece in response.aiter_bytes():
-                            data += piece
-                            if len(data) > config.max_image_bytes:
-                                raise InvalidRequest(
-                                    f"The image at {url} is larger than {config.max_image_bytes} bytes."
-                                )
-                        media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                except httpx.HTTPError as exc:
-                    raise InvalidRequest(f"Could not fetch the image at {url}: {exc}") from None
-                fetched[url] = media_block(media_type, data)
-        return fetched
-
     def partition_of(request: Request, user: str | None) -> str:
         # Callers are told apart by the key they present and the OpenAI `user` field.
         return f"{request.state.caller}:{user or ''}"
@@ -159,7 +136,9 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
     async def chat(request: Request) -> Response:
         try:
             body = await read_json(request)
-            chat_request = openai_api.parse(body, await fetch_images(body))
+            urls = openai_api.remote_image_urls(body) if config.allow_remote_images else []
+            fetcher.check_count(urls)
+            chat_request = openai_api.parse(body, fetcher.placeholders(urls))  # images are fetched once admitted
         except _TooLarge:
             return error(413, f"The request body is larger than {config.max_body_bytes} bytes.", "request_too_large")
         except ClaudeMaxError as exc:
@@ -175,6 +154,12 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
             if not admission.cancelled() and admission.exception() is None:  # admitted as it left
                 await slot.__aexit__(None, None, None)
             return Response(status_code=499)
+        if urls:  # fetched only now: a queued request costs no network or memory
+            try:
+                chat_request = openai_api.parse(body, await unless_disconnected(request, fetcher.fetch_all(urls)))
+            except (ClaudeMaxError, ClientGone) as exc:
+                await slot.__aexit__(None, None, None)
+                return error_for(exc) if isinstance(exc, ClaudeMaxError) else Response(status_code=499)
         events = engine.turn(chat_request, partition_of(request, chat_request.user))
         request_id, created = openai_api.new_id(), int(time.time())
         buffered: list[Any] = []
