@@ -162,6 +162,13 @@ TOS_WARNING = (
 )
 @click.option("--max-body-mb", default=20, show_default=True, type=click.IntRange(1, 200), help="Largest request body.")
 @click.option(
+    "--max-connections",
+    default=256,
+    show_default=True,
+    type=click.IntRange(4, 65536),
+    help="Open connections at most (lowered to fit the file limit); beyond, the longest idle one is closed.",
+)
+@click.option(
     "--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
 def serve(
@@ -177,6 +184,7 @@ def serve(
     allow_remote_images: bool,
     cors_origin: tuple[str, ...],
     max_body_mb: int,
+    max_connections: int,
     log_level: str,
 ) -> None:
     """An OpenAI-compatible server (/v1/chat/completions, /v1/models) on this machine, billed to your plan."""
@@ -198,6 +206,7 @@ def serve(
         allow_remote_images=allow_remote_images,
         cors_origins=cors_origin,
         max_body_bytes=max_body_mb * 1024 * 1024,
+        max_connections=max_connections,
         log_level=log_level,
     )
     if public:

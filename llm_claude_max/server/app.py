@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -117,11 +117,14 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
     async def read_json(request: Request) -> Any:
         size = 0
         chunks = []
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > config.max_body_bytes:
-                raise _TooLarge
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > config.max_body_bytes:
+                    raise _TooLarge
+                chunks.append(chunk)
+        except ClientDisconnect:  # left, or cut off by the body timeout (server/connections.py)
+            raise ClientGone from None
         try:
             return json.loads(b"".join(chunks) or b"null")
         except ValueError:
@@ -143,6 +146,8 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
             return error(413, f"The request body is larger than {config.max_body_bytes} bytes.", "request_too_large")
         except ClaudeMaxError as exc:
             return error_for(exc)
+        except ClientGone:
+            return Response(status_code=499)
         headers = {openai_api.IGNORED_HEADER: ", ".join(chat_request.ignored)} if chat_request.ignored else {}
         slot = engine.slot()
         admission = asyncio.ensure_future(slot.__aenter__())
