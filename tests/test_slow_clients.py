@@ -93,7 +93,7 @@ def serve(fake_cli: FakeCLI) -> Iterator[object]:
 def test_a_connection_that_sends_nothing_is_closed(serve: object) -> None:
     running = serve(header_seconds=0.5)  # type: ignore[operator]
     with running.connect() as sock:
-        assert answer(sock) == b""  # closed, silently
+        assert sock.recv(100) == b""  # closed, silently (a connection left open would time out here)
 
 
 def test_headers_that_never_end_get_408(serve: object, caplog: pytest.LogCaptureFixture) -> None:
