@@ -69,7 +69,8 @@ class ClaudeMaxOptions(llm.Model.Options):
     claude_tools: str | None = Field(
         default=None,
         description="Comma-separated Claude Code tools to enable, e.g. Read,Grep,WebSearch. They run ON THIS "
-        "MACHINE in claude_tools_dir, without asking (default: none)",
+        "MACHINE without asking: file tools (Read, Write, Edit, Grep, Glob) only inside claude_tools_dir; Bash and "
+        "web tools are not confined, this is no sandbox (default: none)",
     )
     claude_tools_dir: str | None = Field(
         default=None, description="Working directory for Claude Code tools (default: the current directory)"

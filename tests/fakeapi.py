@@ -36,6 +36,9 @@ class Reply:
     chunk_delay: float = 0.0
     # Answer with a StructuredOutput tool call carrying this input (when the tool is offered).
     structured: dict[str, Any] | None = None
+    # Answer with a call of this Claude Code tool, e.g. ("Read", {"file_path": "/etc/passwd"}), unless the
+    # last message already carries a tool result.
+    tool_use: tuple[str, dict[str, Any]] | None = None
     # Hold the last text chunk until this event is set (proves streaming order); records whether the
     # gate was opened in time (True) or the wait timed out (False).
     gate: threading.Event | None = None
@@ -214,7 +217,12 @@ class _Handler(BaseHTTPRequestHandler):
         blocks: list[dict[str, Any]] = []
         if reply.thinking:
             blocks.append({"type": "thinking", "thinking": reply.thinking, "signature": "sig-fake"})
-        if reply.structured is not None and "StructuredOutput" in tools and not answered_tool:
+        if reply.tool_use is not None and not answered_tool:
+            name, arguments = reply.tool_use
+            blocks.append(
+                {"type": "tool_use", "id": f"toolu_{self.owner._next_message_id()}", "name": name, "input": arguments}
+            )
+        elif reply.structured is not None and "StructuredOutput" in tools and not answered_tool:
             blocks.append(
                 {
                     "type": "tool_use",

@@ -62,6 +62,11 @@ class CommandSpec:
     """For a non-isolated probe: which settings to load (None: the CLI's default, all of them)."""
 
 
+CONFINED_TOOLS = frozenset({"Read", "Write", "Edit", "MultiEdit", "NotebookEdit", "NotebookRead", "Grep", "Glob", "LS"})
+"""Claude Code's file tools: with ``--permission-mode=acceptEdits`` and not in ``--allowedTools``, the CLI
+keeps them inside its working directory (checked with the real CLI 2.1.328: /etc/passwd, a symlink and a
+``..`` path out of it are refused). Bash and the web tools cannot be confined: they are allowed as named."""
+
 ARGV_VALUE_LIMIT = 100_000
 """Longer system prompts go through a file: Linux refuses a single argument over 128 KiB."""
 
@@ -81,8 +86,14 @@ def build_argv(cli: Path, spec: CommandSpec, *, system_prompt_file: Path | None 
         "--system-prompt-snapshot=off",
     ]
     if spec.tools:
-        names = ",".join(spec.tools)
-        argv += [f"--tools={names}", f"--allowedTools={names}"]
+        # acceptEdits: reads and edits inside the working directory need no permission; anything outside it
+        # (also through a symlink or ..) would, and in -p mode nobody can grant it: refused. Naming a file
+        # tool in --allowedTools would allow it everywhere, so only the tools that cannot be confined are.
+        names = dict.fromkeys(tool.split("(", 1)[0] for tool in spec.tools)
+        argv += [f"--tools={','.join(names)}", "--permission-mode=acceptEdits"]
+        unconfined = [tool for tool in spec.tools if tool.split("(", 1)[0] not in CONFINED_TOOLS]
+        if unconfined:
+            argv.append(f"--allowedTools={','.join(unconfined)}")
     else:
         argv.append("--tools=")
     if spec.model:
