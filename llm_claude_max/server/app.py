@@ -24,13 +24,14 @@ from starlette.types import Receive, Scope, Send
 from .. import catalog, guard
 from ..errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused
 from ..runner.session import Done, Notice, Reasoning, Text
-from . import images, keys, openai_api
+from . import hosts, images, keys, openai_api, throttle
 from .engine import Engine, Start
 
 T = TypeVar("T")
 OPENAPI = Path(__file__).with_name("openapi.json")
 PUBLIC_PATHS = {"/health", "/openapi.json"}
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+DEEP_HEALTH_SECONDS = 10.0
+"""/health/deep starts a CLI: at most once per this many seconds; callers in between get its last answer."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,13 @@ def error(status: int, message: str, code: str, headers: dict[str, str] | None =
     return JSONResponse(openai_api.error_body(message, code, status), status_code=status, headers=headers)
 
 
-def error_for(exc: ClaudeMaxError) -> JSONResponse:
+def _error_for(exc: ClaudeMaxError, *, stderr: bool = True) -> JSONResponse:
+    """``stderr``: include the CLI's stderr (only for callers on this machine)."""
     lock = guard.OverageLock().read() if isinstance(exc, PaidUsageRefused) else None
     until = lock.get("until") if lock else None
-    status, body, headers = openai_api.error_for(exc, lock_until=until if isinstance(until, int) else None)
+    status, body, headers = openai_api.error_for(
+        exc, lock_until=until if isinstance(until, int) else None, stderr=stderr
+    )
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -113,6 +117,9 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 def create_app(engine: Engine, config: AppConfig) -> Starlette:
     fetcher = config.image_fetcher or images.Fetcher(images.Limits(max_image_bytes=config.max_image_bytes))
+
+    def error_for(exc: ClaudeMaxError) -> JSONResponse:  # the CLI's stderr stays in the log for remote callers
+        return _error_for(exc, stderr=config.loopback)
 
     async def read_json(request: Request) -> Any:
         size = 0
@@ -240,7 +247,7 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
                             yield openai_api.sse(usage)
                 yield openai_api.sse("[DONE]")
             except ClaudeMaxError as exc:
-                status, body, _ = openai_api.error_for(exc)
+                status, body, _ = openai_api.error_for(exc, stderr=config.loopback)
                 body["error"]["status"] = status
                 yield openai_api.sse(body)
             finally:
@@ -262,26 +269,40 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def deep_health(request: Request) -> Response:
+    async def probe_cli() -> tuple[int, dict[str, Any]]:
+        """What the CLI answers to ``initialize`` (no API call). Raises ServerBusy; other errors are answers."""
         try:
             async with engine.slot():  # it starts a CLI: admitted like a prompt
                 route, answer = await engine.cli.probe()
         except ClaudeMaxError as exc:
             if exc.code == "server_busy":
-                return error_for(exc)
-            return JSONResponse({"status": "fail", "error": str(exc), "engine": engine.health()}, status_code=503)
+                raise
+            return 503, {"status": "fail", "error": openai_api.error_text(exc, stderr=config.loopback)}
         ok = route.route is guard.Route.SUBSCRIPTION
+        cli = {"path": str(engine.cli.path), "version": answer.get("claude_code_version")}
+        return (200 if ok else 503), {
+            "status": "ok" if ok else "fail",
+            "billing": {**route.as_dict(), "allowed": ok},
+            "cli": cli,
+        }
+
+    deep_probe = throttle.Throttled(probe_cli, DEEP_HEALTH_SECONDS)
+
+    async def deep_health(request: Request) -> Response:
+        try:
+            (status, body), age = await deep_probe()
+        except ClaudeMaxError as exc:
+            return error_for(exc)
         rate = engine.last_rate_limit
         return JSONResponse(
             {
-                "status": "ok" if ok else "fail",
-                "billing": {**route.as_dict(), "allowed": ok},
+                **body,
+                "checked_seconds_ago": round(age, 1),
                 "last_rate_limit": rate.raw if rate is not None else None,
-                "cli": {"path": str(engine.cli.path), "version": answer.get("claude_code_version")},
                 "engine": engine.health(),
                 "server": config.info,
             },
-            status_code=200 if ok else 503,
+            status_code=status,
         )
 
     async def openapi(request: Request) -> Response:
@@ -387,8 +408,7 @@ class _Guard:
         if origin is None and headers.get("sec-fetch-site") in ("cross-site", "same-site"):
             return error(403, "Requests from other web sites are not allowed.", "origin_not_allowed")
         host = headers.get("host", "")
-        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-        if self.config.loopback and name not in LOOPBACK_HOSTS:
+        if self.config.loopback and not hosts.is_loopback(host):
             return error(400, f"Host {host!r} is not this machine's loopback address.", "invalid_host")
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if scope.get("method") == "POST" and content_type != "application/json":

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -52,6 +53,8 @@ class ServerBusy(ClaudeMaxError):
     """Every slot and queue place is taken."""
 
     code = "server_busy"
+    retry_after: int | None = None
+    """Seconds until a place is likely free (the ``Retry-After`` header)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,21 @@ class EngineConfig:
     """Warm and live processes idle longer than this are stopped (conversations stay resumable)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     policy: guard.Policy = field(default_factory=guard.Policy)
+
+
+@dataclass
+class TurnTimes:
+    """How long a slot is held, on average (exponentially weighted), for ``Retry-After``."""
+
+    average: float = 10.0
+    """Seconds; a guess until turns have been measured."""
+
+    def add(self, seconds: float) -> None:
+        self.average = 0.8 * self.average + 0.2 * seconds
+
+    def retry_after(self, waiting: int, slots: int) -> int:
+        """Seconds until a new request would likely get a place: the ones ahead, spread over the slots."""
+        return max(1, min(300, math.ceil(self.average * (waiting + 1) / slots)))
 
 
 @dataclass(frozen=True)
@@ -106,6 +124,7 @@ class Engine:
         self.stats = Stats()
         self.last_rate_limit: RateLimit | None = None
         self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._turns = TurnTimes()
         self._waiting = 0
         self._running = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -232,20 +251,24 @@ class Engine:
         """One running turn. Raises :class:`ServerBusy` when the queue is full too."""
         if self._slots.locked() and self._waiting >= self.config.queue:
             self.stats.refused_busy += 1
-            raise ServerBusy(
+            busy = ServerBusy(
                 f"The server is busy: {self.config.max_concurrency} prompts are running and {self._waiting} waiting."
             )
+            busy.retry_after = self._turns.retry_after(self._waiting, self.config.max_concurrency)
+            raise busy
         self._waiting += 1
         try:
             await self._slots.acquire()
         finally:
             self._waiting -= 1
         self._running += 1
+        started = time.monotonic()
         try:
             yield
         finally:
             self._running -= 1
             self._slots.release()
+            self._turns.add(time.monotonic() - started)
 
     # -- a turn ------------------------------------------------------------------------------------------
     async def turn(self, request: ChatRequest, partition: str) -> AsyncGenerator[TurnEvent | Start, None]:

@@ -7,8 +7,11 @@ silently pretended: they are listed in the ``X-Claude-Max-Ignored`` response hea
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import logging
+import math
 import re
 import time
 import uuid
@@ -24,6 +27,8 @@ from ..transcript import Block, Turn, media_block, text_block
 
 if TYPE_CHECKING:
     from .engine import Start
+
+logger = logging.getLogger("llm_claude_max.server")
 
 IGNORED_HEADER = "X-Claude-Max-Ignored"
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
@@ -404,8 +409,20 @@ def error_body(message: str, code: str, status: int, param: str | None = None) -
     return {"error": {"message": message, "type": TYPE.get(status, "api_error"), "param": param, "code": code}}
 
 
-def error_for(exc: ClaudeMaxError, *, lock_until: int | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """HTTP status, OpenAI-shaped body and headers for an error."""
+def error_text(exc: ClaudeMaxError, *, stderr: bool = True) -> str:
+    """The error's message; without the CLI's stderr unless ``stderr`` (it is logged instead)."""
+    if stderr or not exc.stderr:
+        return str(exc)
+    logger.warning("%s", exc)  # the full text, for the server's owner
+    shown = copy.copy(exc)
+    shown.stderr = None
+    return str(shown) + " (details in the server log)"
+
+
+def error_for(
+    exc: ClaudeMaxError, *, lock_until: int | None = None, stderr: bool = True
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """HTTP status, OpenAI-shaped body and headers for an error; ``stderr``: see :func:`error_text`."""
     status = STATUS.get(exc.code, 500)
     if exc.code == "api_error" and getattr(exc, "status", None) in (529, 503):
         status = 503
@@ -415,8 +432,11 @@ def error_for(exc: ClaudeMaxError, *, lock_until: int | None = None) -> tuple[in
         retry_at = exc.resets_at.timestamp()
     elif isinstance(exc, PaidUsageRefused) and lock_until:
         retry_at = lock_until
+    retry_after = getattr(exc, "retry_after", None)  # the server's own estimate (ServerBusy)
+    if retry_at is not None:
+        retry_after = retry_at - time.time()
     if status == 429:
-        headers["Retry-After"] = str(max(1, int((retry_at or time.time() + 60) - time.time())))
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after if retry_after is not None else 60)))
     elif status == 503 and exc.code == "api_error":
         headers["Retry-After"] = "5"
-    return status, error_body(str(exc), exc.code, status), headers
+    return status, error_body(error_text(exc, stderr=stderr), exc.code, status), headers
