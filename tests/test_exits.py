@@ -152,9 +152,12 @@ def test_a_program_that_handles_the_signal_keeps_its_handler() -> None:
     assert _wait_for(lambda: not proctable.is_running(child), timeout=5)
 
 
-def test_a_child_dies_with_the_thread_that_started_it() -> None:
-    """SIGKILL leaves no handler to run: the kernel's parent-death signal ends the child (Linux)."""
-    with _run_script("import time; time.sleep(60)") as proc:
+@pytest.mark.parametrize("how", ["setpriv", "preexec_fn"])
+def test_a_child_dies_with_the_thread_that_started_it(how: str) -> None:
+    """SIGKILL leaves no handler to run: the kernel's parent-death signal ends the child (Linux), set by
+    util-linux's setpriv or, without it, in the child before it execs."""
+    setup = "children._setpriv = lambda: None" if how == "preexec_fn" else "assert children._setpriv()"
+    with _run_script("import time; time.sleep(60)", setup) as proc:
         assert proc.stdout is not None
         child = int(proc.stdout.readline())
         proc.kill()

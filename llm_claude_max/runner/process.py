@@ -45,6 +45,7 @@ class ClaudeProcess:
     async def start(
         cls, argv: Sequence[str], env: Mapping[str, str], cwd: Path, pass_fds: Sequence[int] = ()
     ) -> ClaudeProcess:
+        argv, dies_with_us = children.launch(argv)  # the CLI dies with this process (Linux)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
@@ -55,7 +56,7 @@ class ClaudeProcess:
             start_new_session=True,
             limit=STDOUT_LINE_LIMIT,
             pass_fds=tuple(pass_fds),
-            **children.spawn_options(),  # dies with this process (Linux)
+            **dies_with_us,
         )
         children.register(proc.pid)  # stopped if this process is stopped by a signal, or exits
         return cls(proc)

@@ -288,11 +288,12 @@ class Session:
 
     async def _auth_status_route(self) -> guard.RouteReport:
         """Fallback for a CLI that does not answer ``initialize``: ``claude auth status --json``."""
+        argv, dies_with_us = children.launch([str(self.cli), "auth", "status", "--json"])
         proc = await asyncio.create_subprocess_exec(
-            str(self.cli), "auth", "status", "--json",
+            *argv,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env=dict(self.env), cwd=str(self.cwd), start_new_session=True, pass_fds=tuple(self.pass_fds),
-            **children.spawn_options(),
+            **dies_with_us,
         )  # fmt: skip
         try:
             async with asyncio.timeout(self.timeouts.start):
