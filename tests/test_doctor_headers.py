@@ -45,6 +45,14 @@ def test_a_bearer_header_too(login: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert plain["status"] == "fail" and "a bearer token (Authorization)" in plain["summary"]
 
 
+def test_without_a_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_CUSTOM_HEADERS", f"x-api-key: {KEY}")
+    plain = findings(doctor_json("--offline"), "billing.verdict")[0]
+    assert (
+        plain["summary"] == "plain `claude -p` in this shell sends an API key (x-api-key) in ANTHROPIC_CUSTOM_HEADERS"
+    )
+
+
 def test_other_headers_are_fine(login: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_CUSTOM_HEADERS", "X-Team: research\nX-Api-Keyring: no")
     assert [f["status"] for f in findings(doctor_json("--offline"), "billing.verdict")] == ["ok", "ok"]

@@ -96,7 +96,8 @@ def _headers(who: str, sent: list[HeaderCredential], report: guard.RouteReport, 
             fixes.append(f"remove the {header.header} line from ANTHROPIC_CUSTOM_HEADERS in {header.source.describe()}")
     return Finding(
         Status.FAIL,
-        f"{who} sends {' and '.join(h.describe() for h in sent)} as well as {report.describe()}",
+        f"{who} sends {' and '.join(h.describe() for h in sent)}"
+        + (f" as well as {report.describe()}" if report.route is not guard.Route.NONE else ""),
         detail="The Claude Code CLI adds these headers to every API request next to its own credential and still "
         'reports apiKeySource "none" (checked with Claude Code 2.1.328): neither the CLI nor this doctor can tell '
         "which one Anthropic bills. Count on pay-as-you-go API billing until the header is gone.",
