@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import resource
@@ -77,7 +78,8 @@ class AcceptErrorFilter(logging.Filter):
         if suffix is None:
             return False
         error = record.exc_info[1] if record.exc_info else None
-        record.msg = f"{self.MESSAGE}: {error or 'file limit reached'}; new connections wait{suffix}"
+        why = Listener.PAUSED if isinstance(error, OSError) and error.strerror == Listener.PAUSED else error
+        record.msg = f"accept() paused for a second: {why or 'file limit reached'}; new connections wait{suffix}"
         record.args, record.exc_info, record.exc_text = (), None, None
         return True
 
@@ -122,20 +124,33 @@ def room(wanted: int, processes: int) -> tuple[int, int]:
 class Listener(socket.socket):
     """A listening socket that has at most ``max_open`` accepted connections open at once.
 
-    Beyond, ``accept()`` reports nothing to accept (asyncio tries again on the next loop iteration, after
-    the connections closed to make room are gone), so it never fails for lack of descriptors: on Python
-    3.11 a burst of such failures is logged and rescheduled once per attempt, up to 2048 times a second.
-    """
+    At the bound, ``accept()`` first reports nothing to accept: asyncio tries again on its next loop
+    iteration, by when the connections closed to make room are usually gone. If the bound still holds
+    after :data:`SPIN_SECONDS` (every connection busy), it fails once with ``EMFILE`` (not a real one: no
+    descriptor ran out), which makes asyncio stop watching the socket for a second instead of spinning;
+    connections wait in the kernel's backlog meanwhile. The rest of that burst again reports nothing to
+    accept: Python 3.11 does not end its accept loop after such an error (up to ``backlog`` attempts,
+    each logged)."""
 
     max_open = 1 << 30
+    SPIN_SECONDS = 0.05
+    PAUSED = "the server's connection limit is reached"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.open = 0
+        self._full_since: float | None = None
+        self._paused_at = -float("inf")
 
     def accept(self) -> tuple[socket.socket, Any]:
         if self.open >= self.max_open:
-            raise BlockingIOError
+            now = time.monotonic()
+            self._full_since = self._full_since or now
+            if now - self._full_since < self.SPIN_SECONDS or now - self._paused_at < self.SPIN_SECONDS:
+                raise BlockingIOError
+            self._paused_at, self._full_since = now, None
+            raise OSError(errno.EMFILE, self.PAUSED)
+        self._full_since = None
         fd, address = self._accept()  # type: ignore[attr-defined]
         accepted = _Accepted(self.family, self.type, self.proto, fileno=fd)
         accepted.listener = self
