@@ -111,6 +111,33 @@ class Credential:
     """Shell profile / .env lines that set the variable (``~/.zshrc:12``)."""
 
 
+CREDENTIAL_HEADERS = {"x-api-key": "an API key", "authorization": "a bearer token"}
+"""Headers that carry a credential; in ANTHROPIC_CUSTOM_HEADERS the CLI sends them *besides* its own."""
+
+
+@dataclass(frozen=True)
+class HeaderCredential:
+    """A credential header in ``ANTHROPIC_CUSTOM_HEADERS``. The real CLI (2.1.328) sends it on every
+    request next to its own credential (a subscription's ``Authorization: Bearer``) and still reports
+    ``apiKeySource: none``: neither it nor this doctor can tell which one Anthropic bills."""
+
+    header: str
+    source: Source
+    plain: bool
+    ours: bool
+    defined_at: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        where = "" if self.source.describe() == "shell environment" else f" in {self.source.describe()}"
+        return f"{CREDENTIAL_HEADERS[self.header.lower()]} ({self.header}) in ANTHROPIC_CUSTOM_HEADERS{where}"
+
+
+def credential_headers(value: str) -> list[str]:
+    """The credential headers named in an ``ANTHROPIC_CUSTOM_HEADERS`` value (``Name: value`` lines)."""
+    names = [line.split(":", 1)[0].strip() for line in value.splitlines() if ":" in line]
+    return [name for name in names if name.lower() in CREDENTIAL_HEADERS]
+
+
 @dataclass(frozen=True)
 class Endpoint:
     name: str
@@ -217,6 +244,7 @@ class Discovery:
         self.login = self._login() or keychain_login
         self.credentials: list[Credential] = []
         self.endpoints: list[Endpoint] = []
+        self.header_credentials: list[HeaderCredential] = []
         self._scan_variables()
         self._scan_helper()
         self._scan_managed_key()
@@ -307,6 +335,11 @@ class Discovery:
                 where = tuple(defined.get(variable.name, ())) if source.kind == "env" else ()
                 if variable.kind is Kind.ENDPOINT or variable.kind is Kind.NETWORK:
                     self.endpoints.append(Endpoint(variable.name, display, source))
+                    if variable.name == "ANTHROPIC_CUSTOM_HEADERS":
+                        self.header_credentials += [
+                            HeaderCredential(header, source, in_plain, in_ours, where)
+                            for header in credential_headers(value)
+                        ]
                 elif variable.kind in routes.KIND_RUNG:
                     active = (
                         variable.kind not in (Kind.CLOUD, Kind.PROFILE)

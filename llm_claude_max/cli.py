@@ -152,12 +152,22 @@ TOS_WARNING = (
     help="Seconds before an idle process stops.",
 )
 @click.option(
-    "--allow-remote-images", is_flag=True, help="Fetch http(s) image URLs in requests (default: data URLs only)."
+    "--allow-remote-images",
+    is_flag=True,
+    help="Fetch http(s) image URLs in requests: public addresses only (never this machine or its networks), "
+    "at most 8 per request, 10 MB each, 20 MB in all (default: data URLs only).",
 )
 @click.option(
     "--cors-origin", multiple=True, help="Allow browser requests from this origin (repeatable; default: none)."
 )
 @click.option("--max-body-mb", default=20, show_default=True, type=click.IntRange(1, 200), help="Largest request body.")
+@click.option(
+    "--max-connections",
+    default=256,
+    show_default=True,
+    type=click.IntRange(4, 65536),
+    help="Open connections at most (lowered to fit the file limit); beyond, the longest idle one is closed.",
+)
 @click.option(
     "--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
@@ -174,6 +184,7 @@ def serve(
     allow_remote_images: bool,
     cors_origin: tuple[str, ...],
     max_body_mb: int,
+    max_connections: int,
     log_level: str,
 ) -> None:
     """An OpenAI-compatible server (/v1/chat/completions, /v1/models) on this machine, billed to your plan."""
@@ -196,6 +207,7 @@ def serve(
         allow_remote_images=allow_remote_images,
         cors_origins=cors_origin,
         max_body_bytes=max_body_mb * 1024 * 1024,
+        max_connections=max_connections,
         log_level=log_level,
     )
     if public:
@@ -297,7 +309,12 @@ def unlock() -> None:
     if lock.read() is None:
         click.echo("No block is set.")
         return
-    lock.clear()
+    try:
+        lock.clear()
+    except OSError as exc:
+        raise click.ClickException(
+            f"Could not remove {lock.path}: {exc.strerror or exc}. Remove it by hand; until then prompts stay blocked."
+        ) from None
     click.echo("Block removed. Prompts are checked again; paid extra usage stays refused unless you opt in.")
 
 

@@ -4,7 +4,8 @@
 ClaudeMaxError
 ├── NotSent                      refused before anything was sent: nothing was billed
 │   ├── InvalidRequest           400  bad input (empty prompt, unreadable attachment, bad option)
-│   │   └── ModelNotFound        404  the model is not one the CLI offers
+│   │   ├── ModelNotFound        404  the model is not one the CLI offers
+│   │   └── PromptTooLong        400  the conversation does not fit the model's context window
 │   ├── SessionNotFound          404  a conversation to continue is not in the CLI's transcripts
 │   ├── ServerBusy               429  every slot and queue place of the server is taken
 │   ├── CLINotFound              503  no `claude` executable (or CLAUDE_MAX_CLI points nowhere)
@@ -17,9 +18,10 @@ ClaudeMaxError
     ├── APIError                 502  the API failed after the CLI's bounded retries (503 when overloaded)
     ├── ClaudeTimeout            504  no answer within a watchdog limit; the CLI was stopped
     ├── ProtocolError            502  the CLI broke its stream-json protocol, or exited without a result
+    │   └── CLICrashed           502  the CLI died before its answer: killed by something else, or exited non-zero
     ├── StructuredOutputMissing  502  --schema was given but the model returned no structured output
     │   └── StructuredOutputRetried  502  a streamed structured output was replaced by a later attempt
-    └── Cancelled                499  Ctrl-C, task cancellation, or a caller that went away
+    └── Cancelled                499  we stopped the CLI: Ctrl-C, cancellation, a caller that went away
 ```
 
 Each class has a stable ``code`` (``usage_limit_reached``...), the ``code`` of the server's errors,
@@ -76,6 +78,12 @@ class ModelNotFound(InvalidRequest):
     http_status = 404
 
 
+class PromptTooLong(InvalidRequest):
+    """The API refused the request as longer than the model's context window (HTTP 400)."""
+
+    code = "context_length_exceeded"  # OpenAI's code for the same condition
+
+
 class SessionNotFound(NotSent):
     """The CLI has no transcript for the session being resumed."""
 
@@ -88,6 +96,8 @@ class ServerBusy(NotSent):
 
     code = "server_busy"
     http_status = 429
+    retry_after: int | None = None
+    """Seconds until a place is likely free (the ``Retry-After`` header)."""
 
 
 class CLINotFound(NotSent):
@@ -198,6 +208,13 @@ class ProtocolError(TurnFailed):
     code = "protocol_error"
 
 
+class CLICrashed(ProtocolError):
+    """The CLI exited before its ``result`` and llm-claude-max did not stop it: killed by something else
+    (the OOM killer, a `kill`), or a non-zero exit. A server answers 502, never 499 ("cancelled")."""
+
+    code = "cli_crashed"
+
+
 class StructuredOutputMissing(TurnFailed):
     """A schema was requested but the model did not return structured output."""
 
@@ -211,7 +228,8 @@ class StructuredOutputRetried(StructuredOutputMissing):
 
 
 class Cancelled(TurnFailed):
-    """The prompt was cancelled before the CLI finished."""
+    """The prompt was cancelled before the CLI finished: we stopped it (Ctrl-C, a cancelled task, a caller
+    that went away); a CLI that dies by itself is :class:`CLICrashed`."""
 
     code = "cancelled"
     http_status = 499
@@ -224,6 +242,7 @@ ALL: tuple[type[ClaudeMaxError], ...] = (
     NotSent,
     InvalidRequest,
     ModelNotFound,
+    PromptTooLong,
     SessionNotFound,
     ServerBusy,
     CLINotFound,
@@ -236,6 +255,7 @@ ALL: tuple[type[ClaudeMaxError], ...] = (
     APIError,
     ClaudeTimeout,
     ProtocolError,
+    CLICrashed,
     StructuredOutputMissing,
     StructuredOutputRetried,
     Cancelled,

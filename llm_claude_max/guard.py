@@ -13,6 +13,7 @@ Three checkpoints, in the order a prompt meets them (``claude-cli.md`` §3):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import json
@@ -20,7 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from . import config, paths
 from .errors import BillingRouteRefused, NotLoggedIn, PaidUsageRefused
@@ -217,45 +218,98 @@ ALLOW_OVERAGE_HINT = f"set {config.ALLOW_OVERAGE}=1 or pass -o allow_overage 1 t
 
 class OverageLock:
     """A file that remembers that paid extra usage served a prompt, so later prompts are refused
-    before they are sent. It expires when the usage window resets."""
+    before they are sent. It expires when the usage window resets.
+
+    It fails closed. A lock file that exists but cannot be read or parsed counts as a block until
+    `claude-max unlock` removes it. A block that cannot be written (a read-only or full disk) is kept
+    in this process, which refuses its prompts and tries the write again before each one; other
+    processes cannot know of it, and the error says so, with the directory to fix."""
+
+    unsaved: ClassVar[dict[Path, tuple[dict[str, Any], str]]] = {}
+    """Blocks this process could not write: lock path -> (the block, why the write failed)."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.path: Path = paths.state_dir(env) / "overage-lock.json"
 
     def read(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(data, dict):
-            return None
+        """The block, or None. A lock file that cannot be read or parsed is ``{"problem": why}``."""
+        if self.path in self.unsaved:
+            data = self.unsaved[self.path][0]
+        else:
+            try:
+                data = json.loads(self.path.read_bytes())
+            except (FileNotFoundError, NotADirectoryError):  # no such file can exist: no block
+                return None
+            except OSError as exc:
+                return {"problem": f"{self.path} cannot be read ({exc.strerror or exc})"}
+            except ValueError:
+                return {"problem": f"{self.path} is not valid JSON"}
+            if not isinstance(data, dict):
+                return {"problem": f"{self.path} does not hold a block"}
         until = data.get("until")
         if isinstance(until, (int, float)) and until <= time.time():
-            self.clear()
+            with contextlib.suppress(OSError):  # expired either way; `claude-max unlock` reports a stuck file
+                self.clear()
             return None
-        return data
+        return dict(data)
 
-    def set(self, rate_limit: RateLimit, session_id: str | None) -> None:
+    def set(self, rate_limit: RateLimit, session_id: str | None, refusal: PaidUsageRefused | None = None) -> None:
+        """Record the block. Never raises: a block that cannot be written is kept in this process, and
+        ``refusal`` (the error about to be raised) says so."""
         # The plan's window reopening ends the need for extra usage; without a reset time, 5 hours.
         until = rate_limit.resets_at or rate_limit.raw.get("overageResetsAt") or int(time.time()) + 5 * 3600
         data = {"since": int(time.time()), "until": until, "limit": rate_limit.limit_type, "session_id": session_id}
-        paths.write_json(self.path, data)
+        self.unsaved[self.path] = (data, "not written yet")
+        self._save()
+        if self.path in self.unsaved and refusal is not None:
+            refusal.message += " " + self._unsaved_warning()
+
+    def _save(self) -> None:
+        """Write a block kept in this process; it stays here if the state directory does not take it."""
+        data, _ = self.unsaved[self.path]
+        try:
+            paths.write_json(self.path, data)
+        except OSError as exc:
+            self.unsaved[self.path] = (data, exc.strerror or str(exc))
+        else:
+            del self.unsaved[self.path]
+
+    def _unsaved_warning(self) -> str:
+        why = self.unsaved[self.path][1]
+        return (
+            f"WARNING: the block could not be saved to {self.path} ({why}), so other processes (another `llm`, "
+            "a server) do not know of it: each of them can be served from paid extra usage once before it "
+            f"stops. Make {self.path.parent} writable (or free disk space); this process refuses prompts "
+            "meanwhile and saves the block as soon as it can."
+        )
 
     def clear(self) -> None:
+        """Remove the block (`claude-max unlock`). Raises OSError if the file cannot be removed."""
+        self.unsaved.pop(self.path, None)
         self.path.unlink(missing_ok=True)
 
     def check(self, policy: Policy) -> None:
         """Refuse before sending while the lock holds (unless extra usage is allowed)."""
         if policy.allow_overage:
             return
+        if self.path in self.unsaved:
+            self._save()
         data = self.read()
         if data is None:
             return
+        if "problem" in data:
+            raise PaidUsageRefused(
+                f"Refused: the paid extra usage block {data['problem']}, so it counts as set. Nothing was sent. "
+                "If no prompt was served from paid extra usage, `claude-max unlock` removes it; to continue "
+                f"anyway, {ALLOW_OVERAGE_HINT}."
+            )
         until = format_reset(data.get("until") if isinstance(data.get("until"), int) else None)
         when = f" until your {limit_label(data.get('limit'))} limit resets at {until}" if until else ""
+        unsaved = f" {self._unsaved_warning()}" if self.path in self.unsaved else ""
         raise PaidUsageRefused(
             f"Refused: an earlier prompt was served from paid extra usage, so prompts are blocked{when}. "
             f"Nothing was sent. To continue anyway, {ALLOW_OVERAGE_HINT}; `claude-max unlock` removes the block."
+            + unsaved
         )
 
 

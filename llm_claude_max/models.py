@@ -19,11 +19,12 @@ import llm
 from llm.parts import StreamEvent
 from pydantic import Field, field_validator
 
-from . import catalog, config, content, conversation, guard
+from . import catalog, config, content, conversation, guard, validation
 from .catalog import CatalogModel
 from .content import Turn
 from .errors import ClaudeMaxError, ClaudeTimeout, InvalidRequest
 from .request import TurnRequest
+from .runner import children
 from .runner.client import ClaudeCLI
 from .runner.command import CommandSpec, SystemPlacement
 from .runner.loop import background
@@ -77,7 +78,8 @@ class ClaudeMaxOptions(llm.Model.Options):
     claude_tools: str | None = Field(
         default=None,
         description="Comma-separated Claude Code tools to enable, e.g. Read,Grep,WebSearch. They run ON THIS "
-        "MACHINE in claude_tools_dir, without asking (default: none)",
+        "MACHINE without asking: file tools (Read, Write, Edit, Grep, Glob) only inside claude_tools_dir; Bash and "
+        "web tools are not confined, this is no sandbox (default: none)",
     )
     claude_tools_dir: str | None = Field(
         default=None, description="Working directory for Claude Code tools (default: the current directory)"
@@ -264,6 +266,8 @@ class _Shared:
             )
         split = conversation.split(prompt.messages)
         turns = [*split.history, Turn("user", split.new)]
+        # Checked here too: text the CLI cannot carry cannot even be encoded for the server.
+        validation.check_request(system=split.system, messages=[t.blocks for t in turns], json_schema=prompt.schema)  # type: ignore[arg-type]
         extension: dict[str, Any] = {"system_placement": (options.system_placement or SystemPlacement.REPLACE).value}
         if options.effort:
             extension["effort"] = self._effort(options.effort)
@@ -348,6 +352,7 @@ class ClaudeMax(_Shared, llm.Model):
     def execute(
         self, prompt: llm.Prompt, stream: bool, response: llm.Response, conversation: llm.Conversation | None
     ) -> Iterator[StreamEvent]:
+        children.install()  # SIGTERM/SIGHUP end the CLIs too: handlers need the caller's (main) thread
         yield from background().iterate(lambda: self._stream(prompt, response))
 
 
@@ -357,5 +362,6 @@ class AsyncClaudeMax(_Shared, llm.AsyncModel):
     async def execute(  # type: ignore[override]
         self, prompt: llm.Prompt, stream: bool, response: llm.AsyncResponse, conversation: llm.AsyncConversation | None
     ) -> AsyncIterator[StreamEvent]:
+        children.install()  # SIGTERM/SIGHUP end the CLIs too: handlers need the caller's (main) thread
         async for event in self._stream(prompt, response):
             yield event

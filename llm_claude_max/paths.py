@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,8 +18,13 @@ def write_json(path: Path, data: Any) -> None:
     """Replace ``path`` atomically (a unique temporary file, then a rename), creating its directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk leaves no half-written file behind
+            tmp.unlink()
+        raise
 
 
 def state_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import validation
 from .content import Block, Turn
 from .errors import InvalidRequest
 from .runner.command import CommandSpec
@@ -44,6 +45,12 @@ class TurnRequest:
             object.__setattr__(self, "fingerprints", tuple(fingerprint(t) for t in self.history))
         if not self.new:
             raise InvalidRequest("The prompt is empty.")
+        validation.check_request(  # text the CLI cannot carry is refused here, before anything starts
+            system=self.system or self.spec.system_prompt,
+            messages=[*(t.blocks for t in self.history), self.new],
+            json_schema=self.spec.json_schema,
+            model=self.spec.model,
+        )
 
     @property
     def structured(self) -> bool:

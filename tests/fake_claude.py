@@ -14,7 +14,10 @@ Scenario keys:
                {"emit": event} {"raw": "text line"} {"stderr": "text"} {"sleep": s}
                {"exit": code} {"spawn": [argv...]} {"hang": true} {"await_close": true}
                {"signal_self": "INT"} (the CLI's own SIGINT handling: exit 0 without a result)
+               {"die": "KILL"} (killed by something else: the OOM killer, a `kill -9`)
                {"ignore_sigterm": true} (a CLI too busy to exit on SIGTERM: only SIGKILL stops it)
+               {"paused": true} (parked at a tool call, like the real CLI: input closing now would make one
+               more API request, logged as {"paused_stdin_eof": true}; SIGTERM exits 143 after 0.3 s)
   turns        a list of step lists, one per user message (the last one repeats); overrides steps
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -232,10 +236,30 @@ def _run_steps(steps: list[dict[str, Any]]) -> None:
                 }
             )
             sys.exit(0)
+        elif step.get("die"):
+            os.kill(os.getpid(), getattr(signal, "SIG" + step["die"]))
+            time.sleep(10)
         elif step.get("await_close"):
             sys.stdin.read()
         elif step.get("ignore_sigterm"):
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        elif step.get("paused"):
+            _paused()
+
+
+def _paused() -> None:
+    """Wait at a tool call. The exit on SIGTERM is delayed so that input closed before the signal is seen."""
+    dying_at: list[float] = []
+    signal.signal(signal.SIGTERM, lambda *a: dying_at.append(time.monotonic() + 0.3))
+    watching = True
+    while not dying_at or time.monotonic() < dying_at[0]:
+        if watching and select.select([0], [], [], 0.05)[0] and not os.read(0, 65536):
+            _log({"pid": os.getpid(), "paused_stdin_eof": True})
+            watching = False
+        elif not watching:
+            time.sleep(0.05)
+    _log({"pid": os.getpid(), "paused_exit": 143})
+    os._exit(143)
 
 
 def main() -> None:

@@ -49,6 +49,8 @@ class Reply:
     chunk_delay: float = 0.0
     # Answer with a StructuredOutput tool call carrying this input (when the tool is offered).
     structured: dict[str, Any] | None = None
+    # Answer with a call of this Claude Code tool, e.g. ("Read", {"file_path": "/etc/passwd"}), unless the
+    # last message already carries a tool result.
     # Hold the last text chunk until this event is set (proves streaming order); records whether the
     # gate was opened in time (True) or the wait timed out (False).
     gate: threading.Event | None = None

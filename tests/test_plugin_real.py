@@ -192,7 +192,7 @@ def test_system_prompt_beyond_the_argv_limit(api: FakeAnthropicAPI) -> None:
     model().prompt("hi", system=big).text()
     assert system_texts(api.message_requests[0])[-1] == big.strip()
     state = Path(os.environ["CLAUDE_MAX_STATE_DIR"])
-    assert not list(state.glob("system-prompt-*"))  # the file lived as long as the process
+    assert not list(state.glob("system-prompts/*"))  # the file lived until the CLI had read it
 
 
 def test_system_prompt_appended(api: FakeAnthropicAPI) -> None:

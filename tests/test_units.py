@@ -115,7 +115,10 @@ def test_argv_placements_and_tools() -> None:
     user = build_argv(Path("c"), CommandSpec(system_prompt="S", placement=SystemPlacement.USER))
     assert not any("=S" in a for a in user)
     tools = build_argv(Path("c"), CommandSpec(claude_tools=("Read", "Grep")))
-    assert "--tools=Read,Grep" in tools and "--allowedTools=Read,Grep" in tools
+    assert "--tools=Read,Grep" in tools and "--permission-mode=acceptEdits" in tools
+    assert not any(a.startswith("--allowedTools") for a in tools)  # file tools stay in their directory
+    mixed = build_argv(Path("c"), CommandSpec(claude_tools=("Read", "Bash(git:*)", "WebSearch")))
+    assert "--tools=Read,Bash,WebSearch" in mixed and "--allowedTools=Bash(git:*),WebSearch" in mixed
     assert not any(a.startswith("--system-prompt=") for a in tools)  # tools keep Claude Code's prompt
 
 

@@ -8,7 +8,7 @@ from llm_claude_max import config, guard
 from llm_claude_max.routes import Rung
 
 from ..context import Context
-from ..discovery import Credential, Discovery, route_of
+from ..discovery import Credential, Discovery, HeaderCredential, route_of
 from ..findings import Check, Finding, Status
 from ..hookspecs import hookimpl
 
@@ -85,9 +85,36 @@ def _by_cli(
     )
 
 
+def _headers(who: str, sent: list[HeaderCredential], report: guard.RouteReport, data: dict[str, str | None]) -> Finding:
+    """A credential smuggled in ANTHROPIC_CUSTOM_HEADERS: the CLI's own answer does not show it."""
+    fixes = []
+    for header in sent:
+        if header.source.kind == "env":
+            fixes.append(f"remove the {header.header} line from ANTHROPIC_CUSTOM_HEADERS (or unset it)")
+            fixes += [f"where it is set: {where}" for where in header.defined_at]
+        else:
+            fixes.append(f"remove the {header.header} line from ANTHROPIC_CUSTOM_HEADERS in {header.source.describe()}")
+    return Finding(
+        Status.FAIL,
+        f"{who} sends {' and '.join(h.describe() for h in sent)}"
+        + (f" as well as {report.describe()}" if report.route is not guard.Route.NONE else ""),
+        detail="The Claude Code CLI adds these headers to every API request next to its own credential and still "
+        'reports apiKeySource "none" (checked with Claude Code 2.1.328): neither the CLI nor this doctor can tell '
+        "which one Anthropic bills. Count on pay-as-you-go API billing until the header is gone.",
+        source=f"{sent[0].source.kind}:{sent[0].source.describe()}",
+        fix="\n".join(fixes),
+        data={**data, "route": guard.Route.API_KEY.value, "source": "ANTHROPIC_CUSTOM_HEADERS", "credential": None},
+    )
+
+
 def _plain(ctx: Context, d: Discovery) -> Iterator[Finding]:
     winner = d.winner(ours=False)
     report = route_of(winner, d.login)
+    sent = [h for h in d.header_credentials if h.plain]
+    if sent:  # before the CLI's answer, which cannot show them
+        data = {"route_of": "plain_cli", **_data(report, winner)}
+        yield _headers("plain `claude -p` in this shell", sent, report, data)
+        return
     cli = _cli_answer(ctx, "plain", report)
     if cli is not None:
         yield _by_cli(cli, report, "plain `claude -p` in this shell", subscription=d.has_subscription(),
@@ -126,6 +153,10 @@ def _plain(ctx: Context, d: Discovery) -> Iterator[Finding]:
 def _ours(ctx: Context, d: Discovery) -> Iterator[Finding]:
     winner = d.winner(ours=True)
     report = route_of(winner, d.login)
+    sent = [h for h in d.header_credentials if h.ours]  # only from managed settings: the variable is removed
+    if sent:
+        yield _headers("llm-claude-max", sent, report, {"route_of": "llm_claude_max", **_data(report, winner)})
+        return
     cli = _cli_answer(ctx, "ours", report)
     if cli is not None:
         yield _by_cli(cli, report, "llm-claude-max", subscription=d.has_subscription(ours=True),
@@ -169,7 +200,13 @@ def _ours(ctx: Context, d: Discovery) -> Iterator[Finding]:
 
 def paid_usage(ctx: Context) -> Iterator[Finding]:
     lock = guard.OverageLock(ctx.env).read()
-    if lock is not None:
+    if lock is not None and "problem" in lock:
+        yield Finding(
+            Status.WARN,
+            f"Prompts are blocked: the paid extra usage block {lock['problem']}, so it counts as set",
+            fix="claude-max unlock",
+        )
+    elif lock is not None:
         until = guard.format_reset(lock.get("until")) if isinstance(lock.get("until"), int) else None
         yield Finding(
             Status.WARN,

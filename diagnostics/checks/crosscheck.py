@@ -66,6 +66,13 @@ def plain(ctx: Context) -> Iterator[Finding]:
     yield from _compare(
         ctx.plain_probe, route_of(d.winner(ours=False), d.login), "plain `claude -p` here", d.project_commands
     )
+    for header in (h for h in d.header_credentials if h.plain):
+        yield Finding(
+            Status.WARN,
+            f"The CLI's answer leaves out {header.describe()}, which it sends on every request as well",
+            detail="See “Who is billed”: which credential Anthropic bills then cannot be known.",
+            source=f"{header.source.kind}:{header.source.describe()}",
+        )
 
 
 def ours(ctx: Context) -> Iterator[Finding]:

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, config, guard, paths, routes
+from .. import catalog, config, guard, paths, routes, validation
+from . import promptfile
 from .command import CommandSpec, build_env
 from .locate import find_cli
 from .protocol import JSON
@@ -28,6 +29,7 @@ class ClaudeCLI:
         self.settings = settings or config.Settings.from_env(self.env)
         self.path: Path = find_cli(cli or self.settings.cli, self.env)
         self.lock = guard.OverageLock(self.env)
+        promptfile.sweep(self.env)  # system prompt files of processes killed before they removed them
 
     def child_env(self, policy: guard.Policy, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         return build_env(
@@ -68,6 +70,9 @@ class ClaudeCLI:
         cwd: Path | None = None,
     ) -> AsyncIterator[TurnEvent]:
         """One prompt in a fresh process: route check, one turn, clean exit (or a kill on any error)."""
+        validation.check_request(
+            system=spec.system_prompt, messages=[content], json_schema=spec.json_schema, model=spec.model
+        )
         async with self.session(spec, policy=policy, timeouts=timeouts, cwd=cwd) as session:
             await session.start()
             catalog.remember(session.initialize.get("models"), self.env)

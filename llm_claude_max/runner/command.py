@@ -69,6 +69,11 @@ MAX_OUTPUT_TOKENS = "CLAUDE_CODE_MAX_OUTPUT_TOKENS"
 """The CLI's own limit on output tokens: the upstream request carries it as ``max_tokens``. At the limit the
 CLI asks the model to go on by itself, so a step that sets it ends there (:class:`~.turn.TurnState`)."""
 
+CONFINED_TOOLS = frozenset({"Read", "Write", "Edit", "MultiEdit", "NotebookEdit", "NotebookRead", "Grep", "Glob", "LS"})
+"""Claude Code's file tools: with ``--permission-mode=acceptEdits`` and not in ``--allowedTools``, the CLI
+keeps them inside its working directory (checked with the real CLI 2.1.328: /etc/passwd, a symlink and a
+``..`` path out of it are refused). Bash and the web tools cannot be confined: they are allowed as named."""
+
 ARGV_VALUE_LIMIT = 100_000
 """Longer system prompts go through a file: Linux refuses a single argument over 128 KiB."""
 
@@ -88,8 +93,14 @@ def build_argv(cli: Path, spec: CommandSpec, *, system_prompt_file: Path | None 
         "--system-prompt-snapshot=off",
     ]
     if spec.claude_tools:
-        names = ",".join(spec.claude_tools)
-        argv += [f"--tools={names}", f"--allowedTools={names}"]
+        # acceptEdits: reads and edits inside the working directory need no permission; anything outside it
+        # (also through a symlink or ..) would, and in -p mode nobody can grant it: refused. Naming a file
+        # tool in --allowedTools would allow it everywhere, so only the tools that cannot be confined are.
+        names = dict.fromkeys(tool.split("(", 1)[0] for tool in spec.claude_tools)
+        argv += [f"--tools={','.join(names)}", "--permission-mode=acceptEdits"]
+        unconfined = [tool for tool in spec.claude_tools if tool.split("(", 1)[0] not in CONFINED_TOOLS]
+        if unconfined:
+            argv.append(f"--allowedTools={','.join(unconfined)}")
     else:
         argv.append("--tools=")
     if spec.caller_tools:

@@ -7,14 +7,17 @@ text; its exact texts were recorded in ``claude-cli.md`` §4.
 from __future__ import annotations
 
 import datetime as dt
+import signal
 
 from .. import guard
 from ..errors import (
     APIError,
     Cancelled,
     ClaudeMaxError,
+    CLICrashed,
     NotLoggedIn,
     PaidUsageRefused,
+    PromptTooLong,
     ProtocolError,
     SessionNotFound,
     UsageLimitReached,
@@ -32,6 +35,8 @@ def from_result(result: Result, rate_limit: RateLimit | None, stderr: str) -> Cl
             f"Refused by Anthropic: {text} Nothing was billed for this prompt; llm-claude-max never "
             "switches to paid usage on its own."
         )
+    if result.terminal_reason == "prompt_too_long" or text.startswith("Prompt is too long"):
+        return PromptTooLong(f"The prompt is too long for the model: {text}")
     if any("No conversation found" in e for e in [text, *result.errors]):
         return SessionNotFound(text)
     if "Not logged in" in text or "/login" in text or "OAuth session expired" in text:
@@ -57,8 +62,8 @@ def usage_limit(text: str, rate_limit: RateLimit | None) -> UsageLimitReached:
     )
 
 
-def from_exit(code: int, stderr: str, *, interrupted: bool) -> ClaudeMaxError:
-    """The CLI exited without printing a ``result``."""
+def from_exit(code: int, stderr: str, *, interrupted: bool, killed: bool = False) -> ClaudeMaxError:
+    """The CLI exited without printing a ``result``. ``killed``: llm-claude-max stopped it itself."""
     if "No conversation found" in stderr:
         return SessionNotFound(stderr.strip())
     if "Not logged in" in stderr:
@@ -67,6 +72,20 @@ def from_exit(code: int, stderr: str, *, interrupted: bool) -> ClaudeMaxError:
         return Cancelled("The CLI was interrupted before it finished answering.")
     if code == 0:
         return ProtocolError("The CLI exited without a result.", stderr=stderr or None)
-    if code in (-15, 143, -9, 137):
-        return Cancelled(f"The CLI was killed (exit code {code}) before it finished answering.", stderr=stderr or None)
-    return ProtocolError(f"The CLI exited with code {code} without a result.", stderr=stderr or None)
+    if killed:
+        return Cancelled("The CLI was stopped before it finished answering.", stderr=stderr or None)
+    if code < 0 or code in (129, 130, 137, 143):  # a signal (as Python reports it, or as a shell would)
+        number = -code if code < 0 else code - 128
+        return CLICrashed(
+            f"The CLI was killed by signal {_signal_name(number)} (not by llm-claude-max) before it finished "
+            "answering; nothing was cancelled on purpose.",
+            stderr=stderr or None,
+        )
+    return CLICrashed(f"The CLI exited with code {code} without a result.", stderr=stderr or None)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

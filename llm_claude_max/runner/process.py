@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import ProtocolError
+from . import children
 from .protocol import Event, parse_line
 
 STDOUT_LINE_LIMIT = 64 * 1024 * 1024  # an assistant/result line can carry a very long answer
@@ -37,11 +38,14 @@ class ClaudeProcess:
         self._stderr_task = asyncio.ensure_future(self._drain_stderr())
         self.socket_path: str | None = None
         """The CLI's messaging socket (from ``init``); removed after a kill, which leaves it behind."""
+        self.killed = False
+        """:meth:`kill` was called: an exit by a signal was ours, not a crash."""
 
     @classmethod
     async def start(
         cls, argv: Sequence[str], env: Mapping[str, str], cwd: Path, pass_fds: Sequence[int] = ()
     ) -> ClaudeProcess:
+        argv, dies_with_us = children.launch(argv)  # the CLI dies with this process (Linux)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
@@ -52,7 +56,9 @@ class ClaudeProcess:
             start_new_session=True,
             limit=STDOUT_LINE_LIMIT,
             pass_fds=tuple(pass_fds),
+            **dies_with_us,
         )
+        children.register(proc.pid)  # stopped if this process is stopped by a signal, or exits
         return cls(proc)
 
     @property
@@ -113,6 +119,7 @@ class ClaudeProcess:
         """Wait for exit (and for stderr to be drained); TimeoutError if the CLI is still running."""
         if not await self._exited_within(timeout):
             raise TimeoutError
+        children.unregister(self.pid)
         await asyncio.wait({self._stderr_task}, timeout=1.0)
         return self._proc.returncode if self._proc.returncode is not None else -1
 
@@ -131,8 +138,11 @@ class ClaudeProcess:
             return self._proc.returncode if self._proc.returncode is not None else -1
 
     async def kill(self) -> None:
-        """Kill the whole process group and reap the child. Safe to call more than once."""
-        self.close_stdin()
+        """Kill the whole process group and reap the child. Safe to call more than once.
+
+        The group is signalled first and stdin closed only once it is gone: a CLI paused at a tool call
+        makes one more (billed) API request when its input closes, none when it is signalled."""
+        self.killed = True
         try:
             if self._proc.returncode is None:
                 self._signal_group(signal.SIGTERM)
@@ -143,6 +153,8 @@ class ClaudeProcess:
             self._signal_group(signal.SIGKILL)
             self._stderr_task.cancel()
             await asyncio.wait({asyncio.ensure_future(self._proc.wait()), self._stderr_task})
+            self.close_stdin()
+            children.unregister(self.pid)
             if self.socket_path and Path(self.socket_path).name == f"{self.pid}.sock":
                 with contextlib.suppress(OSError):
                     os.unlink(self.socket_path)

@@ -18,15 +18,13 @@ import contextlib
 import errno
 import itertools
 import json
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import guard, paths, usage
+from .. import guard, usage
 from ..errors import (
     APIError,
     ClaudeMaxError,
@@ -37,7 +35,7 @@ from ..errors import (
     ProtocolError,
 )
 from ..tools import NOT_RUN, ToolCall, ToolResult
-from . import failure
+from . import children, failure, promptfile
 from .command import ARGV_VALUE_LIMIT, MAX_OUTPUT_TOKENS, CommandSpec, build_argv
 from .control import Dispatcher
 from .process import ClaudeProcess
@@ -170,18 +168,12 @@ class Session:
         """
         if enforce:
             self.lock.check(self.policy)
-        system = self.spec.system_prompt or ""
-        if len(system.encode()) > ARGV_VALUE_LIMIT:
-            directory = paths.state_dir(self.env)
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix="system-prompt-", suffix=".txt", dir=directory)
-            with os.fdopen(fd, "w") as f:
-                f.write(system)
-            self._system_file = Path(name)
         if self.spec.json_schema is not None and len(json.dumps(self.spec.json_schema).encode()) > ARGV_VALUE_LIMIT:
             raise InvalidRequest(
                 f"The schema is larger than {ARGV_VALUE_LIMIT} bytes, too large for the CLI's command line."
             )
+        if promptfile.needed(self.spec.system_prompt):  # too long for argv, or holds a NUL
+            self._system_file = promptfile.write(self.spec.system_prompt or "", self.env)
         argv = build_argv(self.cli, self.spec, system_prompt_file=self._system_file)
         self.started_at = time.monotonic()
         try:
@@ -193,6 +185,7 @@ class Session:
         request_id = f"llm-claude-max-init-{next(self._ids)}"
         await self.proc.send(encode_initialize(request_id, hooks=bool(self.spec.caller_tools)))
         answer = await self._await_initialize(request_id)
+        self._forget_system_file()  # read by now: a SIGKILL of this process can no longer leave it behind
         if answer.ok:
             self.initialize = answer.response
             account = answer.response.get("account")
@@ -221,7 +214,7 @@ class Session:
                     stderr=self.proc.stderr_tail() or None,
                 ) from None
             if event is None:
-                raise failure.from_exit(await self._exit_code(), self.proc.stderr_tail(), interrupted=False)
+                raise await self._exit_error(interrupted=False)
             if isinstance(event, ControlResponse) and event.request_id == request_id:
                 return event
             if isinstance(event, ControlRequest):
@@ -233,10 +226,12 @@ class Session:
 
     async def _auth_status_route(self) -> guard.RouteReport:
         """Fallback for a CLI that does not answer ``initialize``: ``claude auth status --json``."""
+        argv, dies_with_us = children.launch([str(self.cli), "auth", "status", "--json"])
         proc = await asyncio.create_subprocess_exec(
-            str(self.cli), "auth", "status", "--json",
+            *argv,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env=dict(self.env), cwd=str(self.cwd), start_new_session=True, pass_fds=tuple(self.pass_fds),
+            **dies_with_us,
         )  # fmt: skip
         try:
             async with asyncio.timeout(self.timeouts.start):
@@ -334,22 +329,21 @@ class Session:
         while state.finished is None:
             event = self._early.pop(0) if self._early else await self._next(deadline)
             if event is None:
-                code = await self._exit_code()
-                raise failure.from_exit(code, self.proc.stderr_tail(), interrupted=state.interrupted)
+                raise await self._exit_error(interrupted=state.interrupted)
             if isinstance(event, ControlRequest):
                 await self.proc.send(self.dispatcher.answer(event))
                 continue
             if isinstance(event, Init):
                 self.proc.socket_path = event.socket_path
-            noted = (
-                usage.observe(event, self.initialize.get("account"), self.env) if isinstance(event, RateLimit) else None
-            )
+            noted = None
+            if isinstance(event, RateLimit):  # recorded for `claude-max usage`; never raises
+                noted = usage.observe(event, self.initialize.get("account"), self.env)
             try:
                 out = state.feed(event)
-            except PaidUsageRefused:
+            except PaidUsageRefused as refused:
                 # Stop at once: the CLI could make further (paid) requests in this turn.
-                if state.rate_limit is not None:
-                    self.lock.set(state.rate_limit, state.session_id)
+                if state.rate_limit is not None:  # never raises; says so in the error if it cannot be saved
+                    self.lock.set(state.rate_limit, state.session_id, refused)
                 await self.kill()
                 raise
             except ClaudeMaxError as exc:
@@ -367,6 +361,13 @@ class Session:
                 if isinstance(item, Done) and item.outcome.cut:
                     await self.kill()  # it would go on by itself, past the caller's limit
                 yield item
+
+    async def _exit_error(self, *, interrupted: bool) -> ClaudeMaxError:
+        """The error for an exit without a result: a crash, unless we stopped the CLI ourselves."""
+        assert self.proc is not None
+        killed = self.proc.killed  # read first: _exit_code stops a CLI that lingers after its output ended
+        code = await self._exit_code()
+        return failure.from_exit(code, self.proc.stderr_tail(), interrupted=interrupted, killed=killed)
 
     async def _exit_code(self) -> int:
         """After the end of output: the exit code (a CLI that closed stdout but lingers is killed)."""

@@ -18,17 +18,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .. import catalog, config, guard
+from .. import catalog, guard
 from ..content import Turn
 from ..errors import ClaudeMaxError, InvalidRequest
 from ..usage import gate as usage_gate
-from . import images, keys, openapi
+from . import hosts, images, keys, openapi, throttle
 from .apis import common, openai_chat
 from .engine import Engine
 from .exchange import Call, Exchange, Limits
 
 PUBLIC_PATHS = {"/health", "/openapi.json"}
-LOOPBACK_HOSTS = {*config.LOOPBACK_HOSTS, *(f"[{h}]" for h in config.LOOPBACK_HOSTS if ":" in h)}
+DEEP_HEALTH_SECONDS = 10.0
+"""``/health/deep`` starts a CLI probe at most this often; callers in between share its answer."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,11 @@ class AppConfig:
     max_image_bytes: int = 10 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
     loopback: bool = True
-    """Listening on loopback only: then requests must name a loopback host (DNS rebinding)."""
+    """Listening on loopback only: then requests must name a loopback host (DNS rebinding), and errors may
+    carry the CLI's stderr (for callers beyond loopback it goes to the server log only)."""
     info: dict[str, Any] = field(default_factory=dict)
+    image_fetcher: images.Fetcher | None = None
+    """How remote images are fetched (default: public addresses only, within max_image_bytes)."""
     on_ready: Callable[[list[int]], None] | None = None
     """Called once the server accepts requests and handles signals, with the orphans it reaped."""
 
@@ -57,30 +61,40 @@ def _lock_until() -> int | None:
 
 
 def create_app(engine: Engine, config: AppConfig) -> Starlette:
-    exchange = Exchange(engine, Limits(max_body_bytes=config.max_body_bytes))
+    exchange = Exchange(engine, Limits(max_body_bytes=config.max_body_bytes, show_stderr=config.loopback))
     chat_api = openai_chat.Adapter(lock_until=_lock_until)
+    fetcher = config.image_fetcher or images.Fetcher(images.Limits(max_image_bytes=config.max_image_bytes))
 
-    async def fetch_images(call: Call) -> Call:
-        """Remote images are fetched after admission, only when the server allows them."""
+    def remote_urls(call: Call) -> list[str]:
         request = call.request
-        urls = [u for turn in (*request.history, Turn("user", request.new)) for u in common.remote_urls(turn.blocks)]
-        if not urls:
-            return call
-        if not config.allow_remote_images:
+        return [u for turn in (*request.history, Turn("user", request.new)) for u in common.remote_urls(turn.blocks)]
+
+    def check_images(call: Call) -> None:
+        """Before admission: remote images must be allowed, and not too many."""
+        urls = remote_urls(call)
+        if urls and not config.allow_remote_images:
             raise InvalidRequest(
                 "Remote image URLs are off; send a data URL, or start the server with --allow-remote-images."
             )
-        fetched = await images.fetch(urls, max_bytes=config.max_image_bytes)
+        fetcher.check_count(urls)
+
+    async def fetch_images(call: Call) -> Call:
+        """Once admitted: a queued request costs no network or memory."""
+        urls = remote_urls(call)
+        if not urls:
+            return call
+        fetched = await fetcher.fetch_all(urls)
 
         def swap(blocks: tuple[Any, ...]) -> tuple[Any, ...]:
             return tuple(fetched[b["url"]] if b.get("type") == "remote_image" else b for b in blocks)
 
+        request = call.request
         history = tuple(Turn(t.role, swap(t.blocks)) for t in request.history)
         call.request = replace(request, history=history, new=swap(request.new), fingerprints=())
         return call
 
     async def chat(request: Request) -> Response:
-        return await exchange.handle(request, chat_api, prepare=fetch_images)
+        return await exchange.handle(request, chat_api, check=check_images, prepare=fetch_images)
 
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [_model(e) for e in catalog.load()]})
@@ -95,27 +109,38 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def deep_health(request: Request) -> Response:
+    async def probe_cli() -> tuple[int, dict[str, Any]]:
+        """What the CLI answers to ``initialize`` (no API call). Raises ServerBusy; other errors are answers."""
         try:
             async with engine.slot():  # it starts a CLI: admitted like a prompt
                 route, answer = await engine.cli.probe()
         except ClaudeMaxError as exc:
             if exc.code == "server_busy":
-                return exchange.error_response(chat_api, exc)
-            return JSONResponse({"status": "fail", "error": str(exc), "engine": engine.health()}, status_code=503)
+                raise
+            return 503, {"status": "fail", "error": exchange.shown(exc)}
         ok = route.route is guard.Route.SUBSCRIPTION
+        cli = {"path": str(engine.cli.path), "version": answer.get("claude_code_version")}
+        return (200 if ok else 503), {"status": "ok" if ok else "fail", "billing": {**route.as_dict(), "allowed": ok},
+                                      "cli": cli}  # fmt: skip
+
+    deep_probe = throttle.Throttled(probe_cli, DEEP_HEALTH_SECONDS)
+
+    async def deep_health(request: Request) -> Response:
+        try:
+            (status, body), age = await deep_probe()
+        except ClaudeMaxError as exc:
+            return exchange.error_response(chat_api, exc)
         rate = engine.last_rate_limit
         return JSONResponse(
             {
-                "status": "ok" if ok else "fail",
-                "billing": {**route.as_dict(), "allowed": ok},
+                **body,
+                "checked_seconds_ago": round(age, 1),
                 "last_rate_limit": rate.raw if rate is not None else None,
                 "usage": usage_gate.document(engine.cli.env, engine.config.policy),
-                "cli": {"path": str(engine.cli.path), "version": answer.get("claude_code_version")},
                 "engine": engine.health(),
                 "server": config.info,
             },
-            status_code=200 if ok else 503,
+            status_code=status,
         )
 
     async def usage_windows(request: Request) -> Response:
@@ -221,8 +246,7 @@ class _Guard:
         if origin is None and headers.get("sec-fetch-site") in ("cross-site", "same-site"):
             return error(403, "Requests from other web sites are not allowed.", "origin_not_allowed")
         host = headers.get("host", "")
-        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-        if self.config.loopback and name not in LOOPBACK_HOSTS:
+        if self.config.loopback and not hosts.is_loopback(host):
             return error(400, f"Host {host!r} is not this machine's loopback address.", "invalid_host")
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if scope.get("method") == "POST" and content_type != "application/json":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -53,6 +54,21 @@ class EngineConfig:
 
 
 @dataclass
+class TurnTimes:
+    """How long a slot is held, on average (exponentially weighted), for ``Retry-After``."""
+
+    average: float = 10.0
+    """Seconds; a guess until turns have been measured."""
+
+    def add(self, seconds: float) -> None:
+        self.average = 0.8 * self.average + 0.2 * seconds
+
+    def retry_after(self, waiting: int, slots: int) -> int:
+        """Seconds until a new request would likely get a place: the ones ahead, spread over the slots."""
+        return max(1, min(300, math.ceil(self.average * (waiting + 1) / slots)))
+
+
+@dataclass
 class Stats:
     cold_starts: int = 0
     warm_hits: int = 0
@@ -85,6 +101,8 @@ class Engine(Pool):
         self.stopping = asyncio.Event()
         """Set when the server shuts down: waiting requests end with 503, streams with an error event."""
         self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._turns = TurnTimes()
+        self._turns = TurnTimes()
         self._waiting = 0
         self._running = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -230,20 +248,24 @@ class Engine(Pool):
         """One running step. Raises :class:`ServerBusy` when the queue is full too."""
         if self._slots.locked() and self._waiting >= self.config.queue:
             self.stats.refused_busy += 1
-            raise ServerBusy(
+            busy = ServerBusy(
                 f"The server is busy: {self.config.max_concurrency} prompts are running and {self._waiting} waiting."
             )
+            busy.retry_after = self._turns.retry_after(self._waiting, self.config.max_concurrency)
+            raise busy
         self._waiting += 1
         try:
             await self._slots.acquire()
         finally:
             self._waiting -= 1
         self._running += 1
+        started = time.monotonic()
         try:
             yield
         finally:
             self._running -= 1
             self._slots.release()
+            self._turns.add(time.monotonic() - started)
 
     def health(self) -> dict[str, Any]:
         return {

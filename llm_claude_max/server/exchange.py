@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .. import catalog
@@ -101,6 +102,8 @@ class Adapter(Protocol):
 @dataclass(frozen=True)
 class Limits:
     max_body_bytes: int = 20 * 1024 * 1024
+    show_stderr: bool = True
+    """Errors carry the CLI's stderr (False beyond loopback: it goes to the server log only)."""
 
 
 class Exchange:
@@ -113,19 +116,24 @@ class Exchange:
         request: Request,
         api: Adapter,
         *,
+        check: Callable[[Call], None] | None = None,
         prepare: Callable[[Call], Awaitable[Call]] | None = None,
     ) -> Response:
-        """Answer one request. ``prepare`` runs after admission (fetching remote images...)."""
+        """Answer one request. ``check`` runs before admission, ``prepare`` after it (fetching remote images)."""
         env, policy = self.engine.cli.env, self.engine.config.policy
         try:
             body = await self.read_json(request)
             call = api.parse(body, partition_of(request, body))
+            if check is not None:
+                check(call)
             # The last reading says the plan refuses prompts until a reset: answer at once, start nothing.
             refused = usage_gate.refusal(call.request.spec.model or catalog.DEFAULT_ALIAS, policy, env)
             if refused is not None:
                 raise refused
         except ClaudeMaxError as exc:
             return self.error_response(api, exc)
+        except ClientGone:
+            return Response(status_code=499)
         stack = contextlib.AsyncExitStack()
         try:
             await self.watch(request, stack.enter_async_context(self.engine.slot()))
@@ -185,10 +193,10 @@ class Exchange:
                 try:
                     async for sse in api.stream(call, _chain(prefix, events)):
                         yield sse
-                except ClaudeMaxError:
-                    if stopping.is_set():  # the server ended every process on its way out
-                        exc = ServerStopping("The server is shutting down; the answer was cut here.")
-                    for sse in api.stream_error(exc):
+                except ClaudeMaxError as failure:
+                    stopped = ServerStopping("The server is shutting down; the answer was cut here.")
+                    # (when the server stops, it ended every process on its way out: that is the error)
+                    for sse in api.stream_error(self._hidden(stopped if stopping.is_set() else failure)):
                         yield sse
 
         # The reading before this request: a stream's own comes after its text (usage/gate.py).
@@ -222,11 +230,14 @@ class Exchange:
     async def read_json(self, request: Request) -> Any:
         size = 0
         chunks = []
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.limits.max_body_bytes:
-                raise TooLarge(f"The request body is larger than {self.limits.max_body_bytes} bytes.")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.limits.max_body_bytes:
+                    raise TooLarge(f"The request body is larger than {self.limits.max_body_bytes} bytes.")
+                chunks.append(chunk)
+        except ClientDisconnect:  # left, or cut off by the body timeout (server/connections.py)
+            raise ClientGone from None
         try:
             return json.loads(b"".join(chunks) or b"null")
         except ValueError:
@@ -234,10 +245,22 @@ class Exchange:
         except RecursionError:
             raise InvalidRequest("The request body is nested too deeply.") from None
 
-    @staticmethod
-    def error_response(api: Adapter, exc: ClaudeMaxError, headers: dict[str, str] | None = None) -> Response:
-        status, body, extra = api.error(exc)
+    def error_response(self, api: Adapter, exc: ClaudeMaxError, headers: dict[str, str] | None = None) -> Response:
+        status, body, extra = api.error(self._hidden(exc))
         return JSONResponse(body, status_code=status, headers={**(headers or {}), **extra})
+
+    def _hidden(self, exc: ClaudeMaxError) -> ClaudeMaxError:
+        """``exc`` as a caller may see it: beyond loopback, without the CLI's stderr (logged instead)."""
+        if self.limits.show_stderr or not exc.stderr:
+            return exc
+        logger.warning("%s", exc)  # the full text, for the server's owner
+        shown = copy.copy(exc)
+        shown.stderr = None
+        shown.message = f"{exc.message} (details in the server log)"
+        return shown
+
+    def shown(self, exc: ClaudeMaxError) -> str:
+        return str(self._hidden(exc))
 
 
 def partition_of(request: Request, body: Any) -> str:

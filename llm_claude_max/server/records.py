@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
+
+logger = logging.getLogger("llm_claude_max.server")
 
 
 def directory(env: Mapping[str, str] | None = None) -> Path:
@@ -52,15 +55,26 @@ def _is_claude(pid: int) -> bool:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
+    """A record, or None when it cannot be read, is not JSON or has not the shape we write."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not _process(data):
+        return None
+    children = data.get("children", [])
+    if not isinstance(children, list) or not all(isinstance(c, dict) and _process(c) for c in children):
+        return None
+    return data
+
+
+def _process(entry: dict[str, Any]) -> bool:
+    pid, start = entry.get("pid"), entry.get("start")
+    return isinstance(pid, int) and not isinstance(pid, bool) and (start is None or isinstance(start, int))
 
 
 def running(env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """The records of servers that are still running."""
+    """The records of servers that are still running (unreadable records are left out)."""
     found = []
     for path in sorted(directory(env).glob("*.json")):
         data = _read(path)
@@ -71,11 +85,19 @@ def running(env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
 
 def reap_dead(env: Mapping[str, str] | None = None) -> list[int]:
     """Kill the children that servers which are gone left running (never those of a live server);
-    returns their PIDs."""
+    returns their PIDs. Records of servers that are gone are removed, unreadable ones too when the
+    process named by the file name is gone; one that cannot be removed is skipped with a warning."""
     killed = []
     for path in directory(env).glob("*.json"):
         data = _read(path)
-        if data is None or alive(data.get("pid"), data.get("start")):
+        if data is None:
+            writer = int(path.stem) if path.stem.isdigit() else None
+            if writer is not None and alive(writer, None):
+                logger.warning("Skipped the unreadable server record %s: process %s still runs.", path, writer)
+                continue
+            _remove(path, "an unreadable server record")
+            continue
+        if alive(data.get("pid"), data.get("start")):
             continue
         for child in data.get("children") or []:
             pid, start = child.get("pid"), child.get("start")
@@ -83,8 +105,15 @@ def reap_dead(env: Mapping[str, str] | None = None) -> list[int]:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
                     killed.append(pid)
-        path.unlink(missing_ok=True)
+        _remove(path, "the record of a server that is gone")
     return killed
+
+
+def _remove(path: Path, what: str) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.warning("Could not remove %s, %s: %s. Remove it by hand.", what, path, exc.strerror or exc)
 
 
 class ServerRecord:
@@ -96,6 +125,7 @@ class ServerRecord:
         self.info = {**info, "pid": pid, "start": process_start(pid)}
         self.children: dict[int, int | None] = {}
         self._closed = False
+        self._unwritable = False
         self._write()
 
     def add(self, pid: int) -> None:
@@ -108,10 +138,16 @@ class ServerRecord:
 
     def close(self) -> None:
         self._closed = True
-        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
 
     def _write(self) -> None:
         if self._closed:
             return
         children = [{"pid": pid, "start": start} for pid, start in self.children.items()]
-        paths.write_json(self.path, {**self.info, "children": children})
+        try:
+            paths.write_json(self.path, {**self.info, "children": children})
+        except OSError as exc:  # serving goes on; its children still die with it (runner/children.py)
+            if not self._unwritable:
+                logger.warning("Could not write the server record %s: %s.", self.path, exc.strerror or exc)
+            self._unwritable = True

@@ -15,9 +15,10 @@ import uvicorn
 
 from .. import guard
 from ..errors import ClaudeMaxError
+from ..runner import children
 from ..runner.client import ClaudeCLI
 from ..runner.session import Timeouts
-from . import keys
+from . import connections, keys
 from .app import AppConfig, create_app
 from .engine import Engine, EngineConfig
 from .records import ServerRecord
@@ -37,12 +38,13 @@ class ServeOptions:
     allow_remote_images: bool = False
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 20 * 1024 * 1024
+    max_connections: int = 256
     log_level: str = "warning"
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int) -> connections.Listener:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = connections.Listener(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -68,6 +70,7 @@ class _Server(uvicorn.Server):
 
 
 def run(options: ServeOptions) -> None:
+    children.install()  # SIGHUP (uvicorn handles SIGTERM and SIGINT while it serves), atexit
     try:
         cli = ClaudeCLI()
     except ClaudeMaxError as exc:
@@ -126,8 +129,20 @@ def run(options: ServeOptions) -> None:
             on_ready=ready,
         ),
     )
+    processes = options.pool_size + options.max_concurrency + options.live_sessions + EngineConfig.max_paused
+    max_connections, sock.max_open = connections.room(options.max_connections, processes)
+    connections.install_accept_error_filter()
     server = _Server(
-        uvicorn.Config(app, log_level=options.log_level, lifespan="on", timeout_graceful_shutdown=5, access_log=False),
+        uvicorn.Config(
+            app,
+            # Header and body timeouts, and a connection limit that fits the file limit.
+            http=connections.protocol(connections.ConnectionLimits(max_connections=max_connections)),
+            backlog=128,
+            log_level=options.log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+            access_log=False,
+        ),
         engine,
     )
     try:

@@ -9,6 +9,7 @@ table). ``tool_choice`` ``required`` or a named function is applied through the 
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -728,8 +729,11 @@ def error(exc: ClaudeMaxError, *, lock_until: int | None = None) -> tuple[int, d
         retry_at = exc.resets_at.timestamp()
     elif isinstance(exc, PaidUsageRefused) and lock_until:
         retry_at = lock_until
+    retry_after = getattr(exc, "retry_after", None)  # the server's own estimate (ServerBusy)
+    if retry_at is not None:
+        retry_after = retry_at - time.time()
     if status == 429:
-        headers["Retry-After"] = str(max(1, int((retry_at or time.time() + 60) - time.time())))
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after if retry_after is not None else 60)))
     elif status == 503 and exc.code == "api_error":
         headers["Retry-After"] = "5"
     return status, error_body(str(exc), exc.code, status, getattr(exc, "param", None)), headers
