@@ -84,8 +84,8 @@ def plan(
 ) -> TurnPlan:
     system = system_text(messages)
     turns = [m for m in messages if m.role != "system"]
-    if not turns or turns[-1].role != "user":
-        raise InvalidRequest("There is no new user message to send.")
+    if not turns or turns[-1].role != "user":  # `llm -m claude-max ""` has no user message at all
+        raise InvalidRequest("The prompt is empty: there is no new user message to send.")
     current = list(blocks_of(turns[-1]))
     if not current:
         raise InvalidRequest("The prompt is empty.")

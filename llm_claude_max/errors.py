@@ -13,6 +13,7 @@ ClaudeMaxError
 ├── StructuredOutputMissing  --schema was given but the model returned no structured output
 ├── SessionNotFound          a conversation to resume is not in the CLI's transcripts
 ├── InvalidRequest           bad input (empty prompt, unreadable attachment, bad option)
+├── StateDirUnusable         the state directory (CLAUDE_MAX_STATE_DIR) cannot be created or written
 └── Cancelled                Ctrl-C, task cancellation, or the CLI was interrupted
 ```
 
@@ -74,13 +75,17 @@ class PaidUsageRefused(ClaudeMaxError):
 
     partial_text: str = ""
     """What the model had already answered when the CLI was stopped (already paid for)."""
+    answer_shown: bool = False
+    """llm's command line already printed ``partial_text`` as it streamed (see :mod:`llm_claude_max.terminal`)."""
 
     def __str__(self) -> str:
-        # Kept in the message in every mode (a terminal that streamed shows it twice): `response.text()`,
-        # a non-streaming request and an error before the first delta never show the chunks, and the
-        # answer was paid for.
-        answer = f"\n\nThe answer served from extra usage was:\n{self.partial_text}" if self.partial_text else ""
-        return super().__str__() + answer
+        # The paid answer is in the message unless it is already on the user's screen: `response.text()`,
+        # a non-streaming request and an error before the first delta never show the chunks.
+        if not self.partial_text:
+            return super().__str__()
+        if self.answer_shown:
+            return super().__str__() + "\n\nThe answer printed above was served from extra usage."
+        return super().__str__() + f"\n\nThe answer served from extra usage was:\n{self.partial_text}"
 
 
 class UsageLimitReached(ClaudeMaxError):
@@ -139,6 +144,12 @@ class InvalidRequest(ClaudeMaxError):
     """The request cannot be sent as given."""
 
     code = "invalid_request"
+
+
+class StateDirUnusable(ClaudeMaxError):
+    """llm-claude-max's state directory (``CLAUDE_MAX_STATE_DIR`` or the default) cannot be used."""
+
+    code = "state_dir_unusable"
 
 
 class Cancelled(ClaudeMaxError):

@@ -19,9 +19,10 @@ import llm
 from llm.parts import StreamEvent
 from pydantic import Field, field_validator
 
-from . import config, conversation, guard, paths, transcript
+from . import config, conversation, guard, paths, progress, terminal, transcript
 from .catalog import CatalogModel
 from .errors import ClaudeMaxError, ClaudeTimeout, InvalidRequest, SessionNotFound
+from .runner import builtin_tools
 from .runner.bridge import iterate_sync
 from .runner.client import ClaudeCLI
 from .runner.command import CommandSpec, SystemPlacement
@@ -83,11 +84,7 @@ class ClaudeMaxOptions(llm.Model.Options):
     def _tool_names(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        names = [n.strip() for n in value.split(",") if n.strip()]
-        for name in names:
-            if not name.replace("_", "").replace("(", "").replace(")", "").replace("*", "").replace(":", "").isalnum():
-                raise ValueError(f"not a tool name: {name!r}")
-        return ",".join(names) or None
+        return ",".join(builtin_tools.parse(value)) or None
 
     @field_validator("claude_tools_dir")
     @classmethod
@@ -145,7 +142,10 @@ class _Shared:
         try:
             settings = config.Settings.from_env()
             server = os.environ.get(config.SERVER)
-            events = self._via_server(prompt, options, server) if server else self._local(prompt, options, settings)
+            events = progress.watch(
+                self._via_server(prompt, options, server) if server else self._local(prompt, options, settings),
+                first=f"waiting for the claude-max server at {server}" if server else progress.STARTING,
+            )
             async for event in events:
                 if isinstance(event, Text):
                     yield StreamEvent("text", event.text)
@@ -298,7 +298,7 @@ class ClaudeMax(_Shared, llm.Model):
     def execute(
         self, prompt: llm.Prompt, stream: bool, response: llm.Response, conversation: llm.Conversation | None
     ) -> Iterator[StreamEvent]:
-        yield from iterate_sync(lambda: self._stream(prompt, response))
+        yield from terminal.relay(iterate_sync(lambda: self._stream(prompt, response)), stream=stream)
 
 
 class AsyncClaudeMax(_Shared, llm.AsyncModel):
@@ -307,5 +307,5 @@ class AsyncClaudeMax(_Shared, llm.AsyncModel):
     async def execute(  # type: ignore[override]
         self, prompt: llm.Prompt, stream: bool, response: llm.AsyncResponse, conversation: llm.AsyncConversation | None
     ) -> AsyncIterator[StreamEvent]:
-        async for event in self._stream(prompt, response):
+        async for event in terminal.arelay(self._stream(prompt, response), stream=stream):
             yield event

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import routes
+from . import builtin_tools
 
 # Defaults for the child environment, each kept when the user's environment already sets it.
 QUIET_DEFAULTS: dict[str, str] = {
@@ -81,8 +82,8 @@ def build_argv(cli: Path, spec: CommandSpec, *, system_prompt_file: Path | None 
         "--system-prompt-snapshot=off",
     ]
     if spec.tools:
-        names = ",".join(spec.tools)
-        argv += [f"--tools={names}", f"--allowedTools={names}"]
+        # --tools takes names; a permission rule such as Bash(git log:*) belongs in --allowedTools only.
+        argv += [f"--tools={','.join(builtin_tools.names(spec.tools))}", f"--allowedTools={','.join(spec.tools)}"]
     else:
         argv.append("--tools=")
     if spec.model:

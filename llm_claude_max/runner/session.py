@@ -30,7 +30,7 @@ from ..errors import (
     ProtocolError,
     StructuredOutputMissing,
 )
-from . import failure
+from . import failure, locate
 from .command import ARGV_VALUE_LIMIT, CommandSpec, build_argv
 from .process import ClaudeProcess
 from .protocol import (
@@ -258,8 +258,11 @@ class Session:
                 raise InvalidRequest("The request is too large for the CLI's command line.") from exc
             raise CLINotFound(f"Could not start the Claude Code CLI at {self.cli}: {exc}") from exc
         request_id = f"llm-claude-max-init-{next(self._ids)}"
-        await self.proc.send(encode_initialize(request_id))
-        answer = await self._await_initialize(request_id)
+        try:
+            await self.proc.send(encode_initialize(request_id))
+            answer = await self._await_initialize(request_id)
+        except ProtocolError as exc:  # it never answered `initialize`: is it Claude Code at all?
+            raise await locate.explain_start_failure(self.cli, self.env, exc) from exc
         if answer.ok:
             self.initialize = answer.response
             account = answer.response.get("account")

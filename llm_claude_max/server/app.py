@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .. import catalog, guard
+from .. import catalog, guard, invocation
 from ..errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused
 from ..runner.session import Done, Notice, Reasoning, Text
 from ..transcript import media_block
@@ -112,6 +112,8 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 def create_app(engine: Engine, config: AppConfig) -> Starlette:
+    invocation.serving()  # opt-in hints in errors name the server's environment, never llm's -o options
+
     async def read_json(request: Request) -> Any:
         size = 0
         chunks = []
@@ -409,4 +411,4 @@ class _Guard:
         expected = self.config.key
         if expected is None or scope.get("path") in PUBLIC_PATHS or keys.matches(given, expected):
             return None
-        return error(401, "Missing or wrong API key (send it as `Authorization: Bearer <key>`).", "invalid_api_key")
+        return error(401, keys.refusal(), "invalid_api_key")

@@ -385,6 +385,7 @@ STATUS = {
     "not_logged_in": 503,
     "billing_route_refused": 503,
     "cli_not_found": 503,
+    "state_dir_unusable": 503,
     "api_error": 502,
     "structured_output_missing": 502,
     "protocol_error": 502,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import click
 import uvicorn
 
-from .. import guard
+from .. import guard, invocation, paths, progress
 from ..errors import ClaudeMaxError
 from ..runner.client import ClaudeCLI
 from ..runner.session import Timeouts
@@ -55,6 +55,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def run(options: ServeOptions) -> None:
     try:
         cli = ClaudeCLI()
+        paths.workspace(cli.env)  # every process runs there, and the server's records live beside it
     except ClaudeMaxError as exc:
         raise click.ClickException(str(exc)) from None
     settings = cli.settings
@@ -64,7 +65,8 @@ def run(options: ServeOptions) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        route, _ = asyncio.run(cli.probe())
+        with progress.waiting("claude-max serve: starting; asking the Claude Code CLI which credential it will use"):
+            route, _ = asyncio.run(cli.probe())
         note = guard.check_route(route, policy)
         click.echo(f"Billing: {route.describe()}" + (f" ({note})" if note else ""), err=True)
     except ClaudeMaxError as exc:
@@ -94,7 +96,7 @@ def run(options: ServeOptions) -> None:
         if orphans:
             click.echo(f"Stopped {len(orphans)} claude process(es) left by a server that died.", err=True)
         if key is not None:
-            click.echo(f"API key required (`claude-max server-key` prints it; kept in {where}).", err=True)
+            click.echo(f"API key required (`{invocation.command('server-key')}` prints it; kept in {where}).", err=True)
         click.echo(f"claude-max serve: listening on {url} (OpenAI base URL: {url}/v1)", err=True)
         sys.stdout.write(f"{url}\n")
         sys.stdout.flush()
