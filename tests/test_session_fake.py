@@ -502,7 +502,9 @@ async def test_missing_cli_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     from llm_claude_max.errors import CLINotFound
 
     monkeypatch.setenv("CLAUDE_MAX_CLI", "/nonexistent/claude")
-    with pytest.raises(CLINotFound, match=r"^CLAUDE_MAX_CLI is set to /nonexistent/claude, which does not exist") as info:
+    with pytest.raises(
+        CLINotFound, match=r"^CLAUDE_MAX_CLI is set to /nonexistent/claude, which does not exist"
+    ) as info:
         ClaudeCLI()
     assert "unset CLAUDE_MAX_CLI" in str(info.value) and "npm install" not in str(info.value)
     with pytest.raises(CLINotFound, match=r"^The cli option \(-o cli\) is set to /nonexistent/x, which does not exist"):
