@@ -43,11 +43,12 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def waiting(what: str | Callable[[], str], *, after: float = AFTER) -> Iterator[None]:
+def waiting(what: str | Callable[[], str], *, after: float | None = None) -> Iterator[None]:
     """Print ``what`` once if the block is still running after ``after`` seconds (on a terminal)."""
     if not enabled():
         yield
         return
+    after = AFTER if after is None else after
     started = time.monotonic()
 
     def tell() -> None:
@@ -86,7 +87,9 @@ def phase(what: str) -> None:
         wait.what = what
 
 
-async def watch(events: AsyncIterator[T], *, first: str = STARTING, after: float = AFTER) -> AsyncIterator[T]:
+async def watch(
+    events: AsyncIterator[T], *, first: str = STARTING, after: float | None = None
+) -> AsyncIterator[T]:
     """``events`` (a prompt's events) unchanged, with one stderr line per long silence before the answer
     starts. After the first text or reasoning, nothing more is said: the line could land inside the answer.
     """
@@ -101,7 +104,7 @@ async def watch(events: AsyncIterator[T], *, first: str = STARTING, after: float
         return
     wait = _Wait(first)
     token = _current.set(wait)
-    ticker = asyncio.ensure_future(_tick(wait, after))
+    ticker = asyncio.ensure_future(_tick(wait, AFTER if after is None else after))
     try:
         while True:
             wait.since, wait.pending, wait.told = time.monotonic(), True, set()

@@ -215,7 +215,7 @@ def read_version(path: Path, env: Mapping[str, str] | None = None, *, timeout: f
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(r"\d+\.\d+\.\d+", out)
-    if not match:
+    if not match or IDENTITY not in out:  # another program's version is not Claude Code's
         return None
     version = match.group(0)
     key = _cache_key(path)
