@@ -50,6 +50,7 @@ _load()
 
 from diagnostics import Check, CheckResult, Context, Finding, Options, Status, hookimpl  # noqa: E402
 from diagnostics.hookspecs import PROJECT  # noqa: E402
+from diagnostics.masking import mask, mask_url  # noqa: E402
 
 ENTRY_POINT_GROUP = PROJECT
 """Third-party packages announce their checks in this entry-point group."""
@@ -63,4 +64,6 @@ __all__ = [
     "Options",
     "Status",
     "hookimpl",
+    "mask",
+    "mask_url",
 ]

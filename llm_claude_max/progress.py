@@ -87,9 +87,7 @@ def phase(what: str) -> None:
         wait.what = what
 
 
-async def watch(
-    events: AsyncIterator[T], *, first: str = STARTING, after: float | None = None
-) -> AsyncIterator[T]:
+async def watch(events: AsyncIterator[T], *, first: str = STARTING, after: float | None = None) -> AsyncIterator[T]:
     """``events`` (a prompt's events) unchanged, with one stderr line per long silence before the answer
     starts. After the first text or reasoning, nothing more is said: the line could land inside the answer.
     """
