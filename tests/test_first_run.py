@@ -19,7 +19,6 @@ import pytest
 from llm_claude_max import guard, invocation, progress
 from llm_claude_max.runner import builtin_tools
 from llm_claude_max.runner.command import CommandSpec, build_argv
-from llm_claude_max.runner.locate import not_claude_reason
 
 from . import fake_claude as fc
 from .conftest import FakeCLI, pinned_cli_path
@@ -100,6 +99,8 @@ def test_an_executable_that_is_not_claude_code_is_named_as_such(
 
 
 def test_claude_codes_own_version_line_is_recognised() -> None:
+    from llm_claude_max.runner.locate import not_claude_reason
+
     assert not_claude_reason("2.1.328 (Claude Code)\n", 0) is None
     assert not_claude_reason("", 1) == "its --version printed nothing (exit code 1)"
 
