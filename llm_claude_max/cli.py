@@ -152,7 +152,12 @@ def doctor(
     def still_running() -> str:
         with lock:
             titles = sorted(running)
-        return f"claude-max doctor: waiting for {', '.join(titles)}" if titles else ""
+        if not titles:
+            return ""
+        why = ""
+        if context.env.get("ANTHROPIC_API_KEY") and any("plain claude -p" in t for t in titles):
+            why = "; with ANTHROPIC_API_KEY set, plain `claude -p` first tries api.anthropic.com, for ~18 s"
+        return f"claude-max doctor: waiting for {', '.join(titles)}{why}"
 
     with progress.waiting(still_running):
         results = plugins.failures + manager.run(tracked, context)

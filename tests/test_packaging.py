@@ -73,10 +73,32 @@ class Built:
     """The locked runtime dependencies (`uv export --no-dev`), as constraints for the installs."""
 
 
+LITTER = (".hypothesis/examples/x", "bench/results/run.json", "llm_claude_max/__pycache__/x.cpython-311.pyc",
+          ".mypy_cache/x", ".pytest_cache/x", ".ruff_cache/x", ".venv/bin/x", "dist/old.whl", "tests/.hypothesis/x")  # fmt: skip
+"""What a working checkout accumulates; none of it may reach a distribution."""
+
+
+def working_copy(target: Path) -> Path:
+    """This checkout's files (tracked or not, minus what git ignores) plus the usual litter."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target / name)
+    for name in LITTER:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (target / name).write_text("litter")
+    return target
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     out = tmp_path_factory.mktemp("dist")
-    uv("build", "--out-dir", str(out), cwd=ROOT)  # the wheel is built from the sdist: the sdist must be complete
+    source = working_copy(tmp_path_factory.mktemp("checkout"))
+    uv("build", "--out-dir", str(out), cwd=source)  # the wheel is built from the sdist: the sdist must be complete
     requirements = out / "requirements.txt"
     exported = uv("export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "--quiet", cwd=ROOT)
     requirements.write_text(exported.stdout)
