@@ -17,10 +17,13 @@ library caller gets the spelling that is on PATH.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import sys
 from dataclasses import dataclass
 from typing import Any
+
+from . import config
 
 SCRIPT = "claude-max"
 """The console script."""
@@ -56,6 +59,9 @@ def is_serving() -> bool:
 
 def prefix() -> str:
     """``claude-max`` or ``llm claude-max`` (or ``python -m llm_claude_max``): whichever this user can run."""
+    wrapper = os.environ.get(config.COMMAND, "").strip()
+    if wrapper:  # a wrapper the user typed, e.g. a clone's `./dev claude-max`
+        return wrapper
     if _door.spelling is not None:
         return _door.spelling
     if "llm.cli" in sys.modules:  # the llm command line imported the plugin

@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ def run(
     *argv: str, env: dict[str, str] | None = None, merged: bool = False, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:
     """A front door as a subprocess: ``llm``, ``claude-max`` (from this venv) or any argv."""
-    program = str(BIN / argv[0]) if (BIN / argv[0]).exists() else argv[0]
+    program = str(BIN / argv[0]) if "/" not in argv[0] and (BIN / argv[0]).exists() else argv[0]
     return subprocess.run(
         [program, *argv[1:]],
         capture_output=not merged,
@@ -410,6 +411,21 @@ def test_a_slow_doctor_check_is_named(fake_cli: FakeCLI, monkeypatch: pytest.Mon
 
 
 # -- ./dev --------------------------------------------------------------------------------------------------
+def test_a_clones_dev_script_is_named_as_typed(api: FakeAnthropicAPI, home: Path, tmp_path: Path) -> None:
+    """From a clone, the README's first command is `./dev llm ...`: messages name `./dev claude-max ...`."""
+    (home / ".claude" / ".credentials.json").unlink()
+    uv = os.environ.get("CLAUDE_MAX_TEST_UV") or shutil.which("uv")
+    assert uv, "run the suite with ./dev test"
+    env = {"PATH": f"{Path(uv).parent}:{os.environ['PATH']}"}  # ./dev finds this uv instead of installing one
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dev = os.path.relpath(ROOT / "dev", elsewhere)
+    done = run(dev, "llm", "-m", "claude-max", "hi", env=env, cwd=elsewhere)
+    assert done.returncode == 1
+    assert f"(`{dev} claude-max doctor` shows what the CLI sees)" in done.stderr, done.stderr
+    assert run(dev, "claude-max", "doctor", "--help", env=env, cwd=elsewhere).returncode == 0
+
+
 def test_dev_refuses_an_unknown_command() -> None:
     done = subprocess.run([str(ROOT / "dev"), "nonsense"], capture_output=True, text=True, check=False, timeout=30)
     assert done.returncode == 2
