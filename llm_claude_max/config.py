@@ -24,6 +24,7 @@ DOCUMENTED: dict[str, str] = {
     "(default ~/.local/state/llm-claude-max)",
     SERVER: "URL of a running `claude-max serve`; the llm plugin then sends prompts through it",
     SERVER_KEY: "API key for a `claude-max serve` that requires one",
+    COMMAND: "how messages spell the `claude-max` command when a wrapper runs it (`./dev` sets `./dev claude-max`)",
 }
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -67,7 +67,7 @@ def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, nowhere_proxy: str) ->
         monkeypatch.delenv(variable.name, raising=False)
     for name in config.DOCUMENTED:
         monkeypatch.delenv(name, raising=False)
-    for name in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "LLM_LOAD_PLUGINS", "CLAUDECODE", config.COMMAND):
+    for name in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "LLM_LOAD_PLUGINS", "CLAUDECODE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", nowhere_proxy)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the fake API and the server under test

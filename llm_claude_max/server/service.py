@@ -40,7 +40,8 @@ KEPT = (
     "CLAUDE_CODE_MAX_RETRIES",
     "API_TIMEOUT_MS",
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-    *(name for name in config.DOCUMENTED if name not in (config.SERVER, config.SERVER_KEY)),
+    # Not the plugin's server settings, nor a wrapper's spelling of the command (the service is neither).
+    *(name for name in config.DOCUMENTED if name not in (config.SERVER, config.SERVER_KEY, config.COMMAND)),
 )
 """Variables copied from the installing shell into the service, when set."""
 
