@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
-from . import invocation
-
 if TYPE_CHECKING:
     from diagnostics import Check, Finding
     from diagnostics import Context as DoctorContext
@@ -36,6 +34,8 @@ HELP = {"help_option_names": ["-h", "--help"]}
 def cli(ctx: click.Context) -> None:
     """Use your Claude Max/Pro subscription from llm and other tools, through your own Claude Code CLI,
     without ever billing an API account by accident."""
+    from . import invocation  # here, not at import: llm imports this module on every invocation
+
     invocation.entered(ctx)
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
@@ -127,7 +127,7 @@ def doctor(
     checks = manager.select(plugins, select)
     if select and not checks:
         raise click.UsageError(
-            f"No check or group matches {' '.join(select)!r}; `{invocation.command('doctor --list')}` shows them."
+            f"No check or group matches {' '.join(select)!r}; `{_command('doctor --list')}` shows them."
         )
     if list_checks:
         rows = [("check", "group", "plugin", "title")]
@@ -182,6 +182,12 @@ def _tracking(check: Check, running: set[str], lock: threading.Lock) -> Callable
                 running.discard(check.title)
 
     return run
+
+
+def _command(sub: str) -> str:
+    from . import invocation
+
+    return invocation.command(sub)
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -260,6 +266,7 @@ def serve(
     if install_service or uninstall_service:
         _service(click_ctx, install=install_service, uninstall=uninstall_service)
         return
+    from . import invocation
     from .server.run import ServeOptions, run
 
     invocation.serving()
@@ -323,7 +330,7 @@ def _service(ctx: click.Context, *, install: bool, uninstall: bool) -> None:
         click.echo(note)
     if install:
         click.echo(f"Logs: {spec.logs}")
-        click.echo(f"Remove it with: {invocation.command('serve --uninstall-service')}")
+        click.echo(f"Remove it with: {_command('serve --uninstall-service')}")
 
 
 @cli.command("server-key", short_help="Print the API key of the server (created on first use).")
@@ -354,7 +361,9 @@ def unlock() -> None:
 
 
 def main() -> None:
-    cli(prog_name=invocation.SCRIPT)
+    from .invocation import SCRIPT
+
+    cli(prog_name=SCRIPT)
 
 
 if __name__ == "__main__":
