@@ -150,7 +150,7 @@ class Context:
     def cli(self) -> CLIFound | CLIMissing:
         on_path = tuple(locate.all_on_path(self.env))
         try:
-            path = locate.find_cli(self.settings.cli, self.env)
+            path = locate.find_cli(None, self.env)
         except ClaudeMaxError as exc:
             return CLIMissing(exc.message, on_path)
         version, source = locate.cached_version(path, self.env), "cache"

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
+from llm_claude_max import invocation
+
 from .context import CLIFound, Context
 from .findings import CheckResult, Finding, Status
 
@@ -113,7 +115,7 @@ def human(results: Sequence[CheckResult], ctx: Context, *, exit_code: int) -> st
         ]
         lines.append(f"{'✗' if exit_code == 1 else '!'} Doctor found {', '.join(parts)} in {problems} group(s).")
     if not verbose:
-        lines.append("  `claude-max doctor --verbose` shows every finding with its source.")
+        lines.append(f"  `{invocation.command('doctor --verbose')}` shows every finding with its source.")
     return "\n".join(lines) + "\n"
 
 

@@ -1,23 +1,48 @@
-"""The `claude-max` command (also mounted as `llm claude-max`). Thin: each command imports what it needs."""
+"""The `claude-max` command (also mounted as `llm claude-max`). Thin: each command imports what it needs.
+
+Shell completion comes from click: ``eval "$(_CLAUDE_MAX_COMPLETE=bash_source claude-max)"`` (or
+``zsh_source``, ``fish_source``); inside llm, llm's own ``_LLM_COMPLETE`` covers ``llm claude-max``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
+
+if TYPE_CHECKING:
+    from diagnostics import Check, Finding
+    from diagnostics import Context as DoctorContext
+
+HELP = {"help_option_names": ["-h", "--help"]}
 
 
-@click.group()
+@click.group(
+    invoke_without_command=True,
+    context_settings=HELP,
+    short_help="Claude Max/Pro via your Claude Code CLI: doctor, serve.",
+)
 @click.version_option(package_name="llm-claude-max", prog_name="claude-max")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Use your Claude Max/Pro subscription from llm and other tools, through your own Claude Code CLI,
     without ever billing an API account by accident."""
+    from . import invocation  # here, not at import: llm imports this module on every invocation
+
+    invocation.entered(ctx)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
 
 
-@cli.command()
+@cli.command(short_help="List the models the Claude Code CLI offers, as llm model ids.")
 @click.option("--refresh", is_flag=True, help="Ask the CLI for its current model list (no API call, nothing billed).")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def models(refresh: bool, as_json: bool) -> None:
@@ -52,11 +77,12 @@ def models(refresh: bool, as_json: bool) -> None:
         click.echo("(built-in list; run with --refresh to ask the CLI)", err=True)
 
 
-@cli.command()
+@cli.command(short_help="Which credential the CLI uses, who is billed, and the fix.")
 @click.argument("select", nargs=-1, metavar="[GROUP|CHECK]...")
 @click.option("--offline", is_flag=True, help="Do not start the CLI or probe local ports (fast, static analysis only).")
 @click.option("--live", is_flag=True, help="Also send one tiny prompt through llm-claude-max (spends a little quota).")
-@click.option("--json", "as_json", is_flag=True, help="Output JSON (schema: docs/doctor.md).")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON (a versioned document; see --json-schema).")
+@click.option("--json-schema", is_flag=True, help="Print the JSON Schema of --json output and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every finding with its details, sources and links.")
 @click.option("--strict", is_flag=True, help="Exit with 3 when there are warnings (for CI).")
 @click.option("--list", "list_checks", is_flag=True, help="List every check and the plugin that provides it.")
@@ -78,6 +104,7 @@ def doctor(
     offline: bool,
     live: bool,
     as_json: bool,
+    json_schema: bool,
     verbose: bool,
     strict: bool,
     list_checks: bool,
@@ -89,14 +116,18 @@ def doctor(
 
     Exit codes: 0 no problem, 1 a failure (or a crashed check), 2 bad usage, 3 warnings with --strict.
     """
+    from . import doctor as _doctor  # loads the doctor from its own files, never a stray `diagnostics`
+
+    if json_schema:
+        click.echo((_doctor.HERE / "schema.json").read_text(), nl=False)
+        return
     from diagnostics import manager, render
-    from diagnostics.context import Context, Options
 
     plugins = manager.load(blocked=disable_plugin)
     checks = manager.select(plugins, select)
     if select and not checks:
         raise click.UsageError(
-            f"No check or group matches {' '.join(select)!r}; `claude-max doctor --list` shows them."
+            f"No check or group matches {' '.join(select)!r}; `{_command('doctor --list')}` shows them."
         )
     if list_checks:
         rows = [("check", "group", "plugin", "title")]
@@ -110,9 +141,26 @@ def doctor(
         for failure in plugins.failures:
             click.echo(f"! {failure.findings[0].summary}", err=True)
         return
-    options = Options(offline=offline, live=live, verbose=verbose, trust_project=trust_project)
-    context = Context(cwd=project, options=options)
-    results = plugins.failures + manager.run(checks, context)
+    options = _doctor.Options(offline=offline, live=live, verbose=verbose, trust_project=trust_project)
+    context = _doctor.Context(cwd=project, options=options)
+    from . import progress
+
+    running: set[str] = set()
+    lock = threading.Lock()
+    tracked = [(plugin, dataclasses.replace(check, run=_tracking(check, running, lock))) for plugin, check in checks]
+
+    def still_running() -> str:
+        with lock:
+            titles = sorted(running)
+        if not titles:
+            return ""
+        why = ""
+        if context.env.get("ANTHROPIC_API_KEY") and any("plain claude -p" in t for t in titles):
+            why = "; with ANTHROPIC_API_KEY set, plain `claude -p` first tries api.anthropic.com, for ~18 s"
+        return f"claude-max doctor: waiting for {', '.join(titles)}{why}"
+
+    with progress.waiting(still_running):
+        results = plugins.failures + manager.run(tracked, context)
     code = manager.exit_code(results, strict=strict)
     if as_json:
         click.echo(render.as_json(results, context, exit_code=code, strict=strict), nl=False)
@@ -121,13 +169,34 @@ def doctor(
     click_ctx.exit(code)
 
 
+def _tracking(check: Check, running: set[str], lock: threading.Lock) -> Callable[[DoctorContext], list[Finding]]:
+    """``check.run``, keeping ``running`` up to date (for the progress line of a long doctor run)."""
+
+    def run(ctx: DoctorContext) -> list[Finding]:
+        with lock:
+            running.add(check.title)
+        try:
+            return list(check.run(ctx) or ())
+        finally:
+            with lock:
+                running.discard(check.title)
+
+    return run
+
+
+def _command(sub: str) -> str:
+    from . import invocation
+
+    return invocation.command(sub)
+
+
 TOS_WARNING = (
     "WARNING: this server is reachable from other machines. Anthropic's terms do not allow serving other "
     "people through your Claude subscription; keep it to your own devices, behind the API key."
 )
 
 
-@cli.command()
+@cli.command(short_help="Run an OpenAI-compatible server on this machine.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (then an API key is always required).")
@@ -171,7 +240,18 @@ TOS_WARNING = (
 @click.option(
     "--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
+@click.option(
+    "--install-service",
+    is_flag=True,
+    help="Instead of serving now: run the server at login with these options "
+    "(a systemd user unit on Linux, a launchd agent on macOS), and start it.",
+)
+@click.option(
+    "--uninstall-service", is_flag=True, help="Stop the server installed with --install-service and remove it."
+)
+@click.pass_context
 def serve(
+    click_ctx: click.Context,
     host: str,
     port: int,
     allow_remote: bool,
@@ -186,6 +266,8 @@ def serve(
     max_body_mb: int,
     max_connections: int,
     log_level: str,
+    install_service: bool,
+    uninstall_service: bool,
 ) -> None:
     """An OpenAI-compatible server (/v1/chat/completions, /v1/models) on this machine, billed to your plan."""
     from .config import LOOPBACK_HOSTS
@@ -194,6 +276,12 @@ def serve(
     public = host not in LOOPBACK_HOSTS
     if public and not allow_remote:
         raise click.UsageError(f"--host {host} is reachable from other machines; add --allow-remote to mean it.")
+    if install_service or uninstall_service:
+        _service(click_ctx, install=install_service, uninstall=uninstall_service)
+        return
+    from . import invocation
+
+    invocation.serving()
     options = ServeOptions(
         host=host,
         port=port,
@@ -215,7 +303,50 @@ def serve(
     run(options)
 
 
-@cli.command("server-key")
+SERVICE_FLAGS = ("install_service", "uninstall_service")
+
+
+def _given_options(ctx: click.Context) -> list[str]:
+    """The options the user gave `serve` (not the defaults), as arguments for the service to start with."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None or param.name in SERVICE_FLAGS:
+            continue
+        if ctx.get_parameter_source(param.name) not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            continue
+        flag = max(param.opts, key=len)
+        value = ctx.params[param.name]
+        if param.is_flag:
+            args += [flag] if value else []
+        elif param.multiple:
+            for item in value:
+                args += [flag, str(item)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _service(ctx: click.Context, *, install: bool, uninstall: bool) -> None:
+    from .server import service
+
+    if install and uninstall:
+        raise click.UsageError("--install-service and --uninstall-service cannot be used together.")
+    try:
+        spec = service.for_platform(_given_options(ctx))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        notes = service.install(spec) if install else service.uninstall(spec)
+    except OSError as exc:
+        raise click.ClickException(f"Could not write {spec.path}: {exc.strerror or exc}") from None
+    for note in notes:
+        click.echo(note)
+    if install:
+        click.echo(f"Logs: {spec.logs}")
+        click.echo(f"Remove it with: {_command('serve --uninstall-service')}")
+
+
+@cli.command("server-key", short_help="Print the API key of the server (created on first use).")
 @click.option("--rotate", is_flag=True, help="Replace the key with a new one (restart the server afterwards).")
 def server_key(rotate: bool) -> None:
     """Print the API key of `claude-max serve` (created on first use; kept in the OS keyring or a 0600 file)."""
@@ -241,8 +372,8 @@ def _plain_terminal() -> bool:
     return False
 
 
-@cli.group(invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="Output JSON (schema: docs/usage.md).")
+@cli.group(invoke_without_command=True, short_help="How much of your plan's windows is used, and when they reset.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON (the shape: see `usage --help`).")
 @click.pass_context
 def usage(click_ctx: click.Context, as_json: bool) -> None:
     """How much of your plan's 5-hour and weekly windows is used, and when they reset.
@@ -273,7 +404,7 @@ def usage(click_ctx: click.Context, as_json: bool) -> None:
 @click.option(
     "--database", type=click.Path(dir_okay=False, path_type=Path), help="llm's logs.db (default: `llm logs path`)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Output JSON (schema: docs/usage.md).")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON (a versioned document).")
 def usage_report(days: int | None, since: Any, database: Path | None, as_json: bool) -> None:
     """Prompts, tokens and the CLI's list-price estimate per day and model, from llm's logs."""
     import datetime as dt
@@ -300,7 +431,7 @@ def usage_report(days: int | None, since: Any, database: Path | None, as_json: b
         click.echo(report.text(result, plain=_plain_terminal()), nl=False)
 
 
-@cli.command()
+@cli.command(short_help="Remove the block set after paid extra usage served a prompt.")
 def unlock() -> None:
     """Remove the block set after a prompt was served from paid extra usage."""
     from . import guard
@@ -319,7 +450,9 @@ def unlock() -> None:
 
 
 def main() -> None:
-    cli(prog_name="claude-max")
+    from .invocation import SCRIPT
+
+    cli(prog_name=SCRIPT)
 
 
 if __name__ == "__main__":

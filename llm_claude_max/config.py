@@ -12,6 +12,8 @@ ALLOW_API_BILLING = "CLAUDE_MAX_ALLOW_API_BILLING"
 ALLOW_OVERAGE = "CLAUDE_MAX_ALLOW_OVERAGE"
 SERVER = "CLAUDE_MAX_SERVER"
 SERVER_KEY = "CLAUDE_MAX_SERVER_KEY"
+COMMAND = "CLAUDE_MAX_COMMAND"
+"""How messages spell the `claude-max` command, when a wrapper knows better (``./dev`` sets ``./dev claude-max``)."""
 
 DOCUMENTED: dict[str, str] = {
     CLI: "path of the `claude` executable (default: `claude` on PATH)",
@@ -22,6 +24,7 @@ DOCUMENTED: dict[str, str] = {
     "(default ~/.local/state/llm-claude-max)",
     SERVER: "URL of a running `claude-max serve`; the llm plugin then sends prompts through it",
     SERVER_KEY: "API key for a `claude-max serve` that requires one",
+    COMMAND: "how messages spell the `claude-max` command when a wrapper runs it (`./dev` sets `./dev claude-max`)",
 }
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -10,7 +10,8 @@ ClaudeMaxError
 │   ├── ServerBusy               429  every slot and queue place of the server is taken
 │   ├── CLINotFound              503  no `claude` executable (or CLAUDE_MAX_CLI points nowhere)
 │   ├── NotLoggedIn              503  the CLI has no subscription login
-│   └── BillingRouteRefused      503  the CLI would bill an API key, gateway or cloud account
+│   ├── BillingRouteRefused      503  the CLI would bill an API key, gateway or cloud account
+│   └── StateDirUnusable         503  the state directory (CLAUDE_MAX_STATE_DIR) cannot be created or written
 ├── UsageRefused                      the plan's limits: before sending, or stopping a turn at once
 │   ├── UsageLimitReached        429  the 5-hour / 7-day window is used up; `resets_at` says when
 │   └── PaidUsageRefused         429  extra (paid) usage would serve, or served, the prompt
@@ -125,6 +126,13 @@ class BillingRouteRefused(NotSent):
         super().__init__(message, stderr=stderr)
 
 
+class StateDirUnusable(NotSent):
+    """llm-claude-max's state directory (``CLAUDE_MAX_STATE_DIR`` or the default) cannot be used."""
+
+    code = "state_dir_unusable"
+    http_status = 503
+
+
 # -- the plan's limits -----------------------------------------------------------------------------
 
 
@@ -160,13 +168,17 @@ class PaidUsageRefused(UsageRefused):
 
     partial_text: str = ""
     """What the model had already answered when the CLI was stopped (already paid for)."""
+    answer_shown: bool = False
+    """llm's command line already printed ``partial_text`` as it streamed (see :mod:`llm_claude_max.terminal`)."""
 
     def __str__(self) -> str:
-        # Kept in the message in every mode (a terminal that streamed shows it twice): `response.text()`,
-        # a non-streaming request and an error before the first delta never show the chunks, and the
-        # answer was paid for.
-        answer = f"\n\nThe answer served from extra usage was:\n{self.partial_text}" if self.partial_text else ""
-        return super().__str__() + answer
+        # The paid answer is in the message unless it is already on the user's screen: `response.text()`,
+        # a non-streaming request and an error before the first delta never show the chunks.
+        if not self.partial_text:
+            return super().__str__()
+        if self.answer_shown:
+            return super().__str__() + "\n\nThe answer printed above was served from extra usage."
+        return super().__str__() + f"\n\nThe answer served from extra usage was:\n{self.partial_text}"
 
 
 # -- failed during a turn ------------------------------------------------------------------------
@@ -248,6 +260,7 @@ ALL: tuple[type[ClaudeMaxError], ...] = (
     CLINotFound,
     NotLoggedIn,
     BillingRouteRefused,
+    StateDirUnusable,
     UsageRefused,
     UsageLimitReached,
     PaidUsageRefused,

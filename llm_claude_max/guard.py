@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from . import config, paths
+from . import config, invocation, paths
 from .errors import BillingRouteRefused, NotLoggedIn, PaidUsageRefused
 from .runner.protocol import Init, RateLimit
 
@@ -144,7 +144,8 @@ class Policy:
         )
 
 
-API_BILLING_HINT = f"To use API billing on purpose, set {config.ALLOW_API_BILLING}=1 or pass -o allow_api_billing 1."
+def api_billing_hint() -> str:
+    return f"To use API billing on purpose, {invocation.opt_in(config.ALLOW_API_BILLING, 'allow_api_billing')}."
 
 
 def check_route(report: RouteReport, policy: Policy) -> str | None:
@@ -154,21 +155,21 @@ def check_route(report: RouteReport, policy: Policy) -> str | None:
     if report.route is Route.NONE:
         raise NotLoggedIn(
             "The Claude Code CLI is not logged in to a Claude subscription. Run `claude`, then /login, "
-            "and try again (`claude-max doctor` shows what the CLI sees)."
+            f"and try again (`{invocation.command('doctor')}` shows what the CLI sees)."
         )
     if report.route in (Route.API_KEY, Route.API_KEY_HELPER) and policy.allow_api_billing:
         return f"claude-max: this prompt is billed to {report.describe()}, because API billing is enabled."
     if report.route is Route.UNKNOWN:
         raise BillingRouteRefused(
             f"Refused: the CLI would use {report.source}, which llm-claude-max cannot confirm is your "
-            "subscription. Nothing was sent. Run `claude-max doctor`.",
+            f"subscription. Nothing was sent. Run `{invocation.command('doctor')}`.",
             route=report.route.value,
         )
     detail = " A subscription login exists, but the API credential would win." if report.conflict else ""
     raise BillingRouteRefused(
         f"Refused: the Claude Code CLI would bill {report.describe()}, not a Claude subscription.{detail} "
-        f"Nothing was sent. Run `claude-max doctor` to see where that credential comes from. "
-        + (API_BILLING_HINT if report.route in (Route.API_KEY, Route.API_KEY_HELPER) else ""),
+        f"Nothing was sent. Run `{invocation.command('doctor')}` to see where that credential comes from. "
+        + (api_billing_hint() if report.route in (Route.API_KEY, Route.API_KEY_HELPER) else ""),
         route=report.route.value,
     )
 
@@ -181,7 +182,7 @@ def check_init(init: Init, report: RouteReport, policy: Policy) -> None:
         return
     raise BillingRouteRefused(
         f"Stopped: the CLI reported apiKeySource={init.api_key_source!r}, so this prompt would be billed "
-        "to an API key. The process was killed. Run `claude-max doctor`. " + API_BILLING_HINT,
+        f"to an API key. The process was killed. Run `{invocation.command('doctor')}`. " + api_billing_hint(),
         route=Route.API_KEY.value,
     )
 
@@ -213,7 +214,9 @@ def limit_label(limit_type: str | None) -> str:
 
 # -- the overage lock ---------------------------------------------------------------------------
 
-ALLOW_OVERAGE_HINT = f"set {config.ALLOW_OVERAGE}=1 or pass -o allow_overage 1 to accept paid extra usage"
+
+def allow_overage_hint() -> str:
+    return f"{invocation.opt_in(config.ALLOW_OVERAGE, 'allow_overage')} to accept paid extra usage"
 
 
 class OverageLock:
@@ -300,16 +303,16 @@ class OverageLock:
         if "problem" in data:
             raise PaidUsageRefused(
                 f"Refused: the paid extra usage block {data['problem']}, so it counts as set. Nothing was sent. "
-                "If no prompt was served from paid extra usage, `claude-max unlock` removes it; to continue "
-                f"anyway, {ALLOW_OVERAGE_HINT}."
+                f"If no prompt was served from paid extra usage, `{invocation.command('unlock')}` removes it; to "
+                f"continue anyway, {allow_overage_hint()}."
             )
         until = format_reset(data.get("until") if isinstance(data.get("until"), int) else None)
         when = f" until your {limit_label(data.get('limit'))} limit resets at {until}" if until else ""
         unsaved = f" {self._unsaved_warning()}" if self.path in self.unsaved else ""
         raise PaidUsageRefused(
             f"Refused: an earlier prompt was served from paid extra usage, so prompts are blocked{when}. "
-            f"Nothing was sent. To continue anyway, {ALLOW_OVERAGE_HINT}; `claude-max unlock` removes the block."
-            + unsaved
+            f"Nothing was sent. To continue anyway, {allow_overage_hint()}; `{invocation.command('unlock')}` "
+            "removes the block." + unsaved
         )
 
 
@@ -322,5 +325,5 @@ def check_rate_limit(rate_limit: RateLimit, policy: Policy) -> str | None:
         return "claude-max: this prompt was served from paid extra usage (allowed by your opt-in)."
     raise PaidUsageRefused(
         "Stopped: your plan's usage window is used up and this prompt was served from paid extra usage. "
-        f"The CLI was stopped and further prompts are blocked until the window resets; {ALLOW_OVERAGE_HINT}."
+        f"The CLI was stopped and further prompts are blocked until the window resets; {allow_overage_hint()}."
     )

@@ -19,12 +19,12 @@ import llm
 from llm.parts import StreamEvent
 from pydantic import Field, field_validator
 
-from . import catalog, config, content, conversation, guard, validation
+from . import catalog, config, content, conversation, guard, progress, terminal, validation
 from .catalog import CatalogModel
 from .content import Turn
 from .errors import ClaudeMaxError, ClaudeTimeout, InvalidRequest
 from .request import TurnRequest
-from .runner import children
+from .runner import builtin_tools, children
 from .runner.client import ClaudeCLI
 from .runner.command import CommandSpec, SystemPlacement
 from .runner.loop import background
@@ -100,11 +100,7 @@ class ClaudeMaxOptions(llm.Model.Options):
     def _tool_names(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        names = [n.strip() for n in value.split(",") if n.strip()]
-        for name in names:
-            if not name.replace("_", "").replace("(", "").replace(")", "").replace("*", "").replace(":", "").isalnum():
-                raise ValueError(f"not a tool name: {name!r}")
-        return ",".join(names) or None
+        return ",".join(builtin_tools.parse(value)) or None
 
     @field_validator("claude_tools_dir")
     @classmethod
@@ -162,7 +158,10 @@ class _Shared:
         try:
             settings = config.Settings.from_env()
             server = os.environ.get(config.SERVER)
-            events = self._via_server(prompt, options, server) if server else self._local(prompt, options, settings)
+            events = progress.watch(
+                self._via_server(prompt, options, server) if server else self._local(prompt, options, settings),
+                first=f"waiting for the claude-max server at {server}" if server else progress.STARTING,
+            )
             async for event in events:
                 for out in self._translate(event, prompt, response):
                     yield out
@@ -353,7 +352,7 @@ class ClaudeMax(_Shared, llm.Model):
         self, prompt: llm.Prompt, stream: bool, response: llm.Response, conversation: llm.Conversation | None
     ) -> Iterator[StreamEvent]:
         children.install()  # SIGTERM/SIGHUP end the CLIs too: handlers need the caller's (main) thread
-        yield from background().iterate(lambda: self._stream(prompt, response))
+        yield from terminal.relay(background().iterate(lambda: self._stream(prompt, response)), stream=stream)
 
 
 class AsyncClaudeMax(_Shared, llm.AsyncModel):
@@ -363,5 +362,5 @@ class AsyncClaudeMax(_Shared, llm.AsyncModel):
         self, prompt: llm.Prompt, stream: bool, response: llm.AsyncResponse, conversation: llm.AsyncConversation | None
     ) -> AsyncIterator[StreamEvent]:
         children.install()  # SIGTERM/SIGHUP end the CLIs too: handlers need the caller's (main) thread
-        async for event in self._stream(prompt, response):
+        async for event in terminal.arelay(self._stream(prompt, response), stream=stream):
             yield event

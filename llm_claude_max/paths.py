@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import StateDirUnusable
+
 STATE_DIR_VAR = "CLAUDE_MAX_STATE_DIR"
 
 
@@ -25,6 +27,15 @@ def write_json(path: Path, data: Any) -> None:
         with contextlib.suppress(OSError):  # a full disk leaves no half-written file behind
             tmp.unlink()
         raise
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically with a file only its owner can read (0600)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    tmp.replace(path)
 
 
 def state_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -47,8 +58,30 @@ def workspace(env: Mapping[str, str] | None = None) -> Path:
     conversation land under one project directory, so ``--resume`` always finds them.
     """
     path = state_dir(env) / "workspace"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise unusable_state_dir(exc, env) from None
     return path
+
+
+def unusable_state_dir(exc: OSError, env: Mapping[str, str] | None = None) -> StateDirUnusable:
+    """The error for a state directory that cannot be created or written, naming what to change."""
+    env = os.environ if env is None else env
+    reason = f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc.strerror or exc)
+    if env.get(STATE_DIR_VAR):
+        return StateDirUnusable(
+            f"{STATE_DIR_VAR} is set to {env[STATE_DIR_VAR]}, which llm-claude-max cannot use: {reason}. "
+            f"Point {STATE_DIR_VAR} at a directory you can write to, or unset it to use {_default(env)}."
+        )
+    return StateDirUnusable(
+        f"llm-claude-max cannot use its state directory {state_dir(env)}: {reason}. Make it a directory you can "
+        f"write to, or set {STATE_DIR_VAR} to one."
+    )
+
+
+def _default(env: Mapping[str, str]) -> str:
+    return str(state_dir({k: v for k, v in env.items() if k != STATE_DIR_VAR}))
 
 
 def claude_config_dir(env: Mapping[str, str] | None = None) -> Path:

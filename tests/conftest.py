@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from llm_claude_max import config, routes
+from llm_claude_max import config, invocation, routes
 from llm_claude_max.runner.locate import TESTED_VERSION
 
 from . import proctable
@@ -83,6 +83,14 @@ def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, nowhere_proxy: str) ->
     monkeypatch.setenv("TMPDIR", short_tmp)
     yield home
     shutil.rmtree(short_tmp, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def front_door() -> Iterator[None]:
+    """Each test starts with no recorded front door (`claude-max`, `llm claude-max`, the server)."""
+    invocation.reset()
+    yield
+    invocation.reset()
 
 
 def write_login(

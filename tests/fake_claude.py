@@ -8,6 +8,7 @@ imported by the tests to write scenarios.
 Scenario keys:
   version      printed by ``--version``
   initialize   "ok" (default), "error", "silent", or an object merged into the answer
+  initialize_delay  seconds to wait before answering initialize (a slow start)
   account      the ``account`` object of the initialize answer (default: a Claude Max login)
   auth_status  JSON printed by ``auth status --json``
   steps        what to do after the first user message, in order:
@@ -283,6 +284,7 @@ def main() -> None:
         message = json.loads(line)
         if message.get("type") == "control_request" and message["request"].get("subtype") == "initialize":
             mode = scenario.get("initialize", "ok")
+            time.sleep(scenario.get("initialize_delay", 0))
             if mode == "silent":
                 continue
             if mode == "error":

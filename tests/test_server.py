@@ -353,7 +353,7 @@ def test_requests_a_web_page_could_make_are_refused(server: Server) -> None:
     assert rebound.status_code == 400 and rebound.json()["error"]["code"] == "invalid_host"
     form = httpx.post(url, content=json.dumps(body), headers={"content-type": "text/plain"})
     assert form.status_code == 415
-    assert httpx.post(url, json=body, headers={"host": f"localhost:{port}"}).status_code == 200
+    assert httpx.post(url, json=body, headers={"host": f"localhost:{port}"}, timeout=60).status_code == 200
 
 
 def test_allowed_cors_origin(serve: Callable[..., Server], login: Path) -> None:

@@ -502,12 +502,18 @@ async def test_missing_cli_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     from llm_claude_max.errors import CLINotFound
 
     monkeypatch.setenv("CLAUDE_MAX_CLI", "/nonexistent/claude")
-    with pytest.raises(CLINotFound, match="npm install -g @anthropic-ai/claude-code"):
+    with pytest.raises(
+        CLINotFound, match=r"^CLAUDE_MAX_CLI is set to /nonexistent/claude, which does not exist"
+    ) as info:
         ClaudeCLI()
+    assert "unset CLAUDE_MAX_CLI" in str(info.value) and "npm install" not in str(info.value)
+    with pytest.raises(CLINotFound, match=r"^The cli option \(-o cli\) is set to /nonexistent/x, which does not exist"):
+        ClaudeCLI(cli="/nonexistent/x")
     monkeypatch.delenv("CLAUDE_MAX_CLI")
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(CLINotFound, match="not on PATH"):
+    with pytest.raises(CLINotFound, match="not on PATH") as info:
         ClaudeCLI()
+    assert "npm install -g @anthropic-ai/claude-code" in str(info.value)
 
 
 # -- the caller's tools --------------------------------------------------------------------------------

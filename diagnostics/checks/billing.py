@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from llm_claude_max import config, guard
+from llm_claude_max import config, guard, invocation
 from llm_claude_max.routes import Rung
 
 from ..context import Context
@@ -79,7 +79,7 @@ def _by_cli(
         Status.FAIL if failing else Status.INFO,
         said,
         detail="A source the doctor cannot read decides (managed settings, a credential helper, a newer CLI); "
-        "`claude-max doctor --verbose` shows what it could read.",
+        f"`{invocation.command('doctor --verbose')}` shows what it could read.",
         source="cli:initialize",
         data=data,
     )
@@ -204,7 +204,7 @@ def paid_usage(ctx: Context) -> Iterator[Finding]:
         yield Finding(
             Status.WARN,
             f"Prompts are blocked: the paid extra usage block {lock['problem']}, so it counts as set",
-            fix="claude-max unlock",
+            fix=invocation.command("unlock"),
         )
     elif lock is not None:
         until = guard.format_reset(lock.get("until")) if isinstance(lock.get("until"), int) else None
@@ -212,7 +212,7 @@ def paid_usage(ctx: Context) -> Iterator[Finding]:
             Status.WARN,
             "Prompts are blocked: an earlier one was served from paid extra usage"
             + (f" (until {until})" if until else ""),
-            fix="claude-max unlock",
+            fix=invocation.command("unlock"),
         )
     if ctx.settings.allow_overage:
         yield Finding(

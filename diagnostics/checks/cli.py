@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 from llm_claude_max import config
+from llm_claude_max.runner import locate
 from llm_claude_max.runner.locate import INSTALL_HINT, TESTED_VERSION, version_tuple
 
 from ..context import CLIMissing, Context
@@ -13,6 +15,10 @@ from ..hookspecs import hookimpl
 
 GROUP = "Claude Code CLI"
 SETUP_LINK = "https://code.claude.com/docs/en/setup"
+POINT_AT_CLAUDE = (
+    f'export {config.CLI}="$(command -v claude)"   # the Claude Code executable\n'
+    f"or: unset {config.CLI}                      # use `claude` on PATH"
+)
 
 
 @hookimpl
@@ -23,6 +29,15 @@ def doctor_checks() -> list[Check]:
 def installed(ctx: Context) -> Iterator[Finding]:
     cli = ctx.cli
     if isinstance(cli, CLIMissing):
+        if ctx.settings.cli:  # the variable is wrong, not the installation
+            yield Finding(
+                Status.FAIL,
+                f"{config.CLI} does not point at an executable",
+                detail=cli.message,
+                source=f"env:{config.CLI}",
+                fix=POINT_AT_CLAUDE,
+            )
+            return
         yield Finding(
             Status.FAIL,
             "The Claude Code CLI was not found",
@@ -32,6 +47,18 @@ def installed(ctx: Context) -> Iterator[Finding]:
         )
         return
     where = f" at {cli.path}"
+    if cli.version is None and not ctx.options.offline:
+        reason = asyncio.run(locate.identify(cli.path, ctx.env))
+        if reason is not None:
+            yield Finding(
+                Status.FAIL,
+                f"{locate.described(cli.path, ctx.env)} is not the Claude Code CLI",
+                detail=f"{reason}, where Claude Code prints `{TESTED_VERSION} {locate.IDENTITY}`.",
+                source=f"file:{cli.path}",
+                fix=POINT_AT_CLAUDE if ctx.settings.cli else "npm install -g @anthropic-ai/claude-code",
+                links=() if ctx.settings.cli else (SETUP_LINK,),
+            )
+            return
     if cli.version is None:
         yield Finding(
             Status.INFO if ctx.options.offline else Status.WARN,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from llm_claude_max import guard
+from llm_claude_max import guard, invocation
 
 from ..context import Context, Probe
 from ..discovery import route_of
@@ -31,7 +31,7 @@ def _compare(probe: Probe, expected: guard.RouteReport, who: str, left_out: list
             Status.INFO,
             "This directory's own settings were left out of the CLI's answer: they make it run commands",
             detail="\n".join(left_out),
-            fix="claude-max doctor --trust-project    # if you trust this directory",
+            fix=f"{invocation.command('doctor --trust-project')}    # if you trust this directory",
         )
     if probe.route is None:
         yield Finding(Status.WARN, f"Could not ask the CLI about {who}: {probe.error}")

@@ -6,7 +6,7 @@ import datetime as dt
 import os
 from collections.abc import Iterator
 
-from llm_claude_max import guard
+from llm_claude_max import guard, invocation
 from llm_claude_max.routes import Rung
 
 from .. import keychain
@@ -156,14 +156,16 @@ def keyring_state(ctx: Context) -> Iterator[Finding]:
         yield Finding(
             Status.INFO,
             "No keyring backend (usual on a headless Linux box); "
-            "`claude-max serve` keeps its API key in a 0600 file instead",
+            f"`{invocation.command('serve')}` keeps its API key in a 0600 file instead",
             detail="Claude Code itself keeps its login in ~/.claude/.credentials.json on Linux.",
         )
     elif state.state == "backend":
-        yield Finding(Status.OK, f"Keyring available ({state.backend}); `claude-max serve` keeps its API key there")
+        yield Finding(
+            Status.OK, f"Keyring available ({state.backend}); `{invocation.command('serve')}` keeps its API key there"
+        )
     else:
         yield Finding(
             Status.INFO,
-            f"Keyring unusable ({state.state}); `claude-max serve` keeps its API key in a 0600 file",
+            f"Keyring unusable ({state.state}); `{invocation.command('serve')}` keeps its API key in a 0600 file",
             detail=state.error,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 
+from llm_claude_max import invocation
 from llm_claude_max.server import records
 
 from ..context import Context
@@ -48,7 +49,8 @@ def tier(ctx: Context) -> Iterator[Finding]:
             "Low risk: llm-claude-max drives your own, unmodified Claude Code CLI with your own login, on this machine",
             detail="Scripted `claude -p` is still automation; "
             "Anthropic's usage limits assume ordinary, individual use, "
-            "and its terms have changed several times (see docs/doctor.md).",
+            f"and its terms have changed several times (`{invocation.command('doctor --verbose tos')}` "
+            "lists the sources).",
             links=(LEGAL, AUTHENTICATION),
         )
     plain = d.winner(ours=False)
@@ -70,7 +72,7 @@ def tier(ctx: Context) -> Iterator[Finding]:
             continue
         yield Finding(
             Status.FAIL,
-            f"`claude-max serve` listens beyond this machine ({server.get('host')}:{server.get('port')})",
+            f"`{invocation.command('serve')}` listens beyond this machine ({server.get('host')}:{server.get('port')})",
             detail="Serving other people through your subscription is prohibited: Anthropic does not permit routing "
             "requests through Free, Pro or Max plan credentials on behalf of others.",
             fix="restart it without --host (it binds 127.0.0.1 by default)",

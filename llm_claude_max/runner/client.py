@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, config, guard, paths, routes, validation
+from .. import catalog, config, guard, paths, progress, routes, validation
 from . import promptfile
 from .command import CommandSpec, build_env
+from .locate import CLI_VAR as CLI
 from .locate import find_cli
 from .protocol import JSON
 from .session import DEFAULT_TIMEOUTS, Session, Timeouts, TurnEvent
@@ -27,7 +28,7 @@ class ClaudeCLI:
     ) -> None:
         self.env: dict[str, str] = dict(os.environ if env is None else env)
         self.settings = settings or config.Settings.from_env(self.env)
-        self.path: Path = find_cli(cli or self.settings.cli, self.env)
+        self.path: Path = find_cli(cli, {**self.env, CLI: self.settings.cli} if self.settings.cli else self.env)
         self.lock = guard.OverageLock(self.env)
         promptfile.sweep(self.env)  # system prompt files of processes killed before they removed them
 
@@ -75,6 +76,7 @@ class ClaudeCLI:
         )
         async with self.session(spec, policy=policy, timeouts=timeouts, cwd=cwd) as session:
             await session.start()
+            progress.phase(progress.WAITING_FOR_API)
             catalog.remember(session.initialize.get("models"), self.env)
             async for event in session.turn(content, structured=structured):
                 yield event

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
 from .. import config, paths
-from ..errors import CLINotFound
+from ..errors import ClaudeMaxError, CLINotFound
 
 CLI_VAR = config.CLI
 TESTED_VERSION = "2.1.328"
@@ -23,26 +25,111 @@ INSTALL_HINT = (
     "(or see https://code.claude.com/docs/en/setup), run `claude` once and log in with /login, "
     f"or point {CLI_VAR} at the executable."
 )
+IDENTITY = "(Claude Code)"
+"""What ``claude --version`` prints after the version number: ``2.1.328 (Claude Code)``."""
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
 
 
-def find_cli(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """``explicit`` (an option), else ``$CLAUDE_MAX_CLI``, else ``claude`` on ``PATH``."""
+def find_cli(option: str | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """``option`` (the model's ``cli`` option), else ``$CLAUDE_MAX_CLI``, else ``claude`` on ``PATH``."""
     env = os.environ if env is None else env
-    configured = explicit or env.get(CLI_VAR)
+    where = "The cli option (-o cli)" if option else CLI_VAR
+    configured = option or env.get(CLI_VAR)
     if configured:
         path = Path(configured).expanduser()
-        if not path.is_file() or not os.access(path, os.X_OK):
-            where = "the cli option" if explicit else CLI_VAR
-            raise CLINotFound(f"{where} is set to {configured}, which is not an executable file. {INSTALL_HINT}")
+        problem = _not_executable(path)
+        if problem:
+            undo = "leave out -o cli" if option else f"unset {CLI_VAR}"
+            raise CLINotFound(
+                f"{where} is set to {configured}, {problem}. Point it at the Claude Code executable "
+                f"(`command -v claude` prints its path), or {undo} to use `claude` on PATH."
+            )
         return path
     found = shutil.which("claude", path=env.get("PATH"))
     if found is None:
         raise CLINotFound(f"The Claude Code CLI (`claude`) is not on PATH. {INSTALL_HINT}")
     return Path(found)
+
+
+def _not_executable(path: Path) -> str | None:
+    if not path.exists():
+        return "which does not exist"
+    if path.is_dir():
+        return "which is a directory"
+    if not os.access(path, os.X_OK):
+        return "which is not executable"
+    return None
+
+
+def described(path: Path, env: Mapping[str, str]) -> str:
+    """How the user chose this executable, for messages: ``CLAUDE_MAX_CLI (/bin/cat)``, ``the `claude` on PATH
+    (...)`` or the path itself (the ``cli`` option)."""
+    if env.get(CLI_VAR) and Path(env[CLI_VAR]).expanduser() == path:
+        return f"{CLI_VAR} ({path})"
+    if shutil.which("claude", path=env.get("PATH")) == str(path):
+        return f"the `claude` on PATH ({path})"
+    return str(path)
+
+
+def not_claude_reason(version_output: str, returncode: int | None) -> str | None:
+    """Why ``--version`` output shows the executable is not Claude Code; None when it is."""
+    if IDENTITY in version_output:
+        return None
+    lines = version_output.strip().splitlines()
+    text = " ".join(lines[0].split()) if lines else ""
+    if text:
+        return f"its --version printed {text[:160]!r}"
+    return f"its --version printed nothing (exit code {returncode})"
+
+
+async def identify(path: Path, env: Mapping[str, str], *, timeout: float = 10.0) -> str | None:
+    """Why ``path`` is not the Claude Code CLI, or None when it is (or when that cannot be told).
+
+    Used only after a start failed, to tell "this is not Claude Code" from a Claude Code that broke.
+    """
+    if version_without_running(path)[0] is not None:
+        return None  # npm's package.json or a native install's versioned file name says it is
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(path), "--version",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={k: v for k, v in env.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}, start_new_session=True,
+        )  # fmt: skip
+    except OSError as exc:
+        return f"it cannot be run ({exc.strerror or exc})"
+    try:
+        async with asyncio.timeout(timeout):
+            out, _ = await proc.communicate()
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        if isinstance(exc, TimeoutError):
+            return None  # it may be a Claude Code that hangs: the original error stands
+        raise
+    return not_claude_reason(out.decode(errors="replace"), proc.returncode)
+
+
+async def explain_start_failure(path: Path, env: Mapping[str, str], error: ClaudeMaxError) -> ClaudeMaxError:
+    """The error to raise when the CLI failed before answering ``initialize``: :class:`CLINotFound` when the
+    executable is not Claude Code at all (``cat``, a wrapper that broke...), else ``error`` itself."""
+    reason = await identify(path, env)
+    if reason is None:
+        return error
+    which = described(path, env)
+    if which.startswith(CLI_VAR):
+        fix = f"Point {CLI_VAR} at the Claude Code executable, or unset it to use `claude` on PATH."
+    elif which.startswith("the `claude` on PATH"):
+        fix = INSTALL_HINT
+    else:
+        fix = "Point the cli option (-o cli) at the Claude Code executable."
+    return CLINotFound(
+        f"{which} is not the Claude Code CLI: {reason}, where Claude Code prints `{TESTED_VERSION} {IDENTITY}`. " + fix,
+        stderr=error.stderr,
+    )
 
 
 def all_on_path(env: Mapping[str, str] | None = None) -> list[Path]:
@@ -129,7 +216,7 @@ def read_version(path: Path, env: Mapping[str, str] | None = None, *, timeout: f
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(r"\d+\.\d+\.\d+", out)
-    if not match:
+    if not match or IDENTITY not in out:  # another program's version is not Claude Code's
         return None
     version = match.group(0)
     key = _cache_key(path)

@@ -17,10 +17,11 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import contextvars
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from .pool import Pool
@@ -36,6 +37,7 @@ class Background:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.pid = os.getpid()
+        self._tasks: dict[concurrent.futures.Future[None], asyncio.Task[None]] = {}
         self.thread = threading.Thread(target=self._run, name="llm-claude-max", daemon=True)
         self.thread.start()
         self.pool = self.call(self._make_pool)
@@ -59,8 +61,7 @@ class Background:
         if threading.current_thread() is self.thread:
             raise RuntimeError("llm-claude-max's background loop cannot wait for itself")
         items: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
-        finished = threading.Event()
-        future = asyncio.run_coroutine_threadsafe(_pump(factory, items.put, finished.set), self.loop)
+        future = self._submit(_pump(factory, items.put))
         try:
             while True:
                 kind, value = items.get()
@@ -72,8 +73,8 @@ class Background:
                 else:
                     return
         finally:
-            future.cancel()
-            finished.wait()  # its cleanup (ending the CLI) has run
+            self.cancel(future)
+            concurrent.futures.wait([future])  # done once its cleanup (ending the CLI) has run
 
     async def aiterate(self, factory: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
         """Iterate an async iterator that runs on the loop, from another event loop."""
@@ -83,16 +84,12 @@ class Background:
                 yield item
             return
         items: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
-        finished = asyncio.Event()
 
         def threadsafe(call: Callable[..., Any], *args: Any) -> None:
             with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody is listening
                 caller.call_soon_threadsafe(call, *args)
 
-        future = asyncio.run_coroutine_threadsafe(
-            _pump(factory, lambda entry: threadsafe(items.put_nowait, entry), lambda: threadsafe(finished.set)),
-            self.loop,
-        )
+        future = self._submit(_pump(factory, lambda entry: threadsafe(items.put_nowait, entry)))
         try:
             while True:
                 kind, value = await items.get()
@@ -104,10 +101,49 @@ class Background:
                 else:
                     return
         finally:
-            future.cancel()
+            self.cancel(future)
             # Wait for its cleanup (the CLI ended). A second cancellation of ours ends the wait; the cleanup
             # goes on, on the background loop.
-            await finished.wait()
+            await asyncio.wait({asyncio.wrap_future(future)})
+
+    def _submit(self, coro: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
+        """Run ``coro`` on the loop in a copy of the caller's context (what the caller set there, such as
+        the progress line's current wait, holds in the work too)."""
+        context = contextvars.copy_context()
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def start() -> None:
+            if not future.set_running_or_notify_cancel():
+                coro.close()
+                return
+            task = context.run(self.loop.create_task, coro)
+
+            def done(task: asyncio.Task[None]) -> None:
+                self._tasks.pop(future, None)
+                if task.cancelled():
+                    future.cancel()
+                elif task.exception() is not None:
+                    future.set_exception(task.exception())
+                else:
+                    future.set_result(None)
+
+            task.add_done_callback(done)
+            self._tasks[future] = task
+
+        self.loop.call_soon_threadsafe(start)
+        return future
+
+    def cancel(self, future: concurrent.futures.Future[None]) -> None:
+        """Cancel work started with :meth:`_submit` (its task, on the loop)."""
+
+        def stop() -> None:
+            task = self._tasks.pop(future, None)
+            if task is not None:
+                task.cancel()
+            else:
+                future.cancel()
+
+        self.loop.call_soon_threadsafe(stop)
 
     def close(self) -> None:
         """End every kept process and stop the loop (at interpreter exit)."""
@@ -122,9 +158,7 @@ class Background:
             self.loop.close()
 
 
-async def _pump(
-    factory: Callable[[], AsyncIterator[Any]], put: Callable[[tuple[str, object]], None], done: Callable[[], None]
-) -> None:
+async def _pump(factory: Callable[[], AsyncIterator[Any]], put: Callable[[tuple[str, object]], None]) -> None:
     try:
         async for item in factory():
             put((_ITEM, item))
@@ -133,8 +167,6 @@ async def _pump(
         put((_ERROR, exc))
         if isinstance(exc, asyncio.CancelledError):
             raise
-    finally:
-        done()
 
 
 _state: dict[str, Background] = {}

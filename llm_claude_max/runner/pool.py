@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .. import catalog, guard, paths
+from .. import catalog, guard, paths, progress
 from ..content import Block, Turn, first_message, system_block, text_block
 from ..errors import InvalidRequest, SessionNotFound
 from ..request import TurnRequest, fingerprint, spec_key
@@ -275,6 +275,7 @@ class Pool:
         self.sessions.add(session)
         try:
             await session.start()
+            progress.phase(progress.WAITING_FOR_API)  # the progress line, when one is watching this prompt
             if self.on_spawn is not None:
                 self.on_spawn(session)
         except BaseException:

@@ -35,7 +35,7 @@ from ..errors import (
     ProtocolError,
 )
 from ..tools import NOT_RUN, ToolCall, ToolResult
-from . import children, failure, promptfile
+from . import children, failure, locate, promptfile
 from .command import ARGV_VALUE_LIMIT, MAX_OUTPUT_TOKENS, CommandSpec, build_argv
 from .control import Dispatcher
 from .process import ClaudeProcess
@@ -183,8 +183,11 @@ class Session:
                 raise InvalidRequest("The request is too large for the CLI's command line.") from exc
             raise CLINotFound(f"Could not start the Claude Code CLI at {self.cli}: {exc}") from exc
         request_id = f"llm-claude-max-init-{next(self._ids)}"
-        await self.proc.send(encode_initialize(request_id, hooks=bool(self.spec.caller_tools)))
-        answer = await self._await_initialize(request_id)
+        try:
+            await self.proc.send(encode_initialize(request_id, hooks=bool(self.spec.caller_tools)))
+            answer = await self._await_initialize(request_id)
+        except ProtocolError as exc:  # it never answered `initialize`: is it Claude Code at all?
+            raise await locate.explain_start_failure(self.cli, self.env, exc) from exc
         self._forget_system_file()  # read by now: a SIGKILL of this process can no longer leave it behind
         if answer.ok:
             self.initialize = answer.response

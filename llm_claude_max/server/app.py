@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .. import catalog, guard
+from .. import catalog, guard, invocation
 from ..content import Turn
 from ..errors import ClaudeMaxError, InvalidRequest
 from ..usage import gate as usage_gate
@@ -61,6 +61,7 @@ def _lock_until() -> int | None:
 
 
 def create_app(engine: Engine, config: AppConfig) -> Starlette:
+    invocation.serving()  # opt-in hints in errors name the server's environment, never llm's -o options
     exchange = Exchange(engine, Limits(max_body_bytes=config.max_body_bytes, show_stderr=config.loopback))
     chat_api = openai_chat.Adapter(lock_until=_lock_until)
     fetcher = config.image_fetcher or images.Fetcher(images.Limits(max_image_bytes=config.max_image_bytes))
@@ -257,4 +258,4 @@ class _Guard:
         expected = self.config.key
         if expected is None or scope.get("path") in PUBLIC_PATHS or keys.matches(given, expected):
             return None
-        return error(401, "Missing or wrong API key (send it as `Authorization: Bearer <key>`).", "invalid_api_key")
+        return error(401, keys.refusal(), "invalid_api_key")

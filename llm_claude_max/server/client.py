@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import errors
+from .. import errors, invocation
 from ..content import Block, Turn
 from ..runner.session import Notice, Reasoning, Summary, Text, ToolCallArgs, ToolCallStarted
 from ..tools import ToolCall, ToolSpec
@@ -178,8 +178,8 @@ async def prompt(
         raise errors.ClaudeTimeout(f"The claude-max server at {url} sent nothing for {read_timeout:g} s.") from exc
     except httpx.HTTPError as exc:
         raise errors.CLINotFound(
-            f"The claude-max server at {url} cannot be reached ({exc}). Start it with `claude-max serve`, "
-            "or unset CLAUDE_MAX_SERVER to run the CLI directly."
+            f"The claude-max server at {url} cannot be reached ({exc}). Start it with "
+            f"`{invocation.command('serve')}`, or unset CLAUDE_MAX_SERVER to run the CLI directly."
         ) from exc
     yield Finished(
         Summary(

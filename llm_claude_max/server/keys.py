@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from .. import config, paths
+from .. import config, invocation, paths
 
 SERVICE = "llm-claude-max"
 ACCOUNT = "server-api-key"
@@ -91,3 +91,11 @@ def matches(given: str | None, expected: str) -> bool:
     if not given or len(expected) < MIN_LENGTH:
         return False
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def refusal() -> str:
+    """The 401 message: where the key comes from, and how to send it."""
+    return (
+        f"Missing or wrong API key. This server requires the key that `{invocation.command('server-key')}` prints, "
+        f"sent as `Authorization: Bearer <key>` (the llm plugin sends {config.SERVER_KEY})."
+    )

@@ -13,7 +13,7 @@ from types import FrameType
 import click
 import uvicorn
 
-from .. import guard
+from .. import guard, invocation, paths, progress
 from ..errors import ClaudeMaxError
 from ..runner import children
 from ..runner.client import ClaudeCLI
@@ -73,6 +73,7 @@ def run(options: ServeOptions) -> None:
     children.install()  # SIGHUP (uvicorn handles SIGTERM and SIGINT while it serves), atexit
     try:
         cli = ClaudeCLI()
+        paths.workspace(cli.env)  # every process runs there, and the server's records live beside it
     except ClaudeMaxError as exc:
         raise click.ClickException(str(exc)) from None
     settings = cli.settings
@@ -82,7 +83,8 @@ def run(options: ServeOptions) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        route, _ = asyncio.run(cli.probe())
+        with progress.waiting("claude-max serve: starting; asking the Claude Code CLI which credential it will use"):
+            route, _ = asyncio.run(cli.probe())
         note = guard.check_route(route, policy)
         click.echo(f"Billing: {route.describe()}" + (f" ({note})" if note else ""), err=True)
     except ClaudeMaxError as exc:
@@ -112,7 +114,7 @@ def run(options: ServeOptions) -> None:
         if orphans:
             click.echo(f"Stopped {len(orphans)} claude process(es) left by a server that died.", err=True)
         if key is not None:
-            click.echo(f"API key required (`claude-max server-key` prints it; kept in {where}).", err=True)
+            click.echo(f"API key required (`{invocation.command('server-key')}` prints it; kept in {where}).", err=True)
         click.echo(f"claude-max serve: listening on {url} (OpenAI base URL: {url}/v1)", err=True)
         sys.stdout.write(f"{url}\n")
         sys.stdout.flush()

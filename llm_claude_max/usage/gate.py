@@ -47,7 +47,7 @@ def refusal(model: str | None, policy: guard.Policy, env: Mapping[str, str]) -> 
         return None
     when = guard.format_reset(block.resets_at)
     instead = (
-        " Paid extra usage would serve it, which this server refuses unless started with CLAUDE_MAX_ALLOW_OVERAGE=1."
+        f" Paid extra usage would serve it, which is refused: {guard.allow_overage_hint()}."
         if block.overage_available
         else ""
     )
