@@ -152,16 +152,19 @@ class Pool:
 
     def _plans_for_results(self, request: TurnRequest, results: tuple[ToolResult, ...]) -> Iterator[Plan]:
         held = next((h for r in results if (h := self.paused.get((request.partition, r.call_id)))), None)
+        paused = False
         if held is not None:
             self._unpark(held)
             # llm's chains drop the schema on their tool-result steps: a paused process keeps its own.
             schema = request.spec.json_schema or held.session.spec.json_schema
             if held.session.alive and held.spec == spec_key(replace(request.spec, json_schema=schema), request.cwd):
-                structured = schema is not None
-                yield Plan("paused", session=held.session, results=results, structured=structured)
+                paused = True
+                yield Plan("paused", session=held.session, results=results, structured=schema is not None)
             else:
                 self._discard(held)
         if not request.pending_calls:
+            if paused:
+                return  # the process knows its calls; nothing else could take these results
             raise InvalidRequest(
                 "These tool results answer no tool call: the conversation's last assistant message has none."
             )
