@@ -117,6 +117,8 @@ class ToolMessage(_Model):
     role: Literal["tool"]
     content: str | list[TextPart]
     tool_call_id: str
+    name: str | None = None
+    """Not in OpenAI's schema, but its API accepts it and clients send it (instructor's retries)."""
 
 
 class FunctionMessage(_Model):
@@ -322,6 +324,8 @@ def parse(body: Any, partition: str) -> Call:
         raise InvalidRequest("`tool_choice` that forces a tool call cannot be combined with `response_format`.")
     if not offered:
         turns = [Turn(t.role, tuple(replay_block(b) for b in t.blocks)) for t in turns]
+    else:
+        turns = _retired_calls(turns, {s.name for s in offered})
     if not turns or turns[-1].role != "user":
         raise InvalidRequest("The last message must be a user or tool message.")
     if not turns[-1].blocks:
@@ -448,6 +452,17 @@ def _assistant_blocks(message: AssistantMessage, index: int, where: str) -> list
 
 def _result(call_id: str, text: str) -> Block:
     return {"type": "tool_result", "tool_use_id": call_id, "content": text}
+
+
+def _retired_calls(turns: list[Turn], offered: set[str]) -> list[Turn]:
+    """Results for calls of tools this request no longer offers (an agent handed off to another one, with
+    other tools) are given as text: the CLI cannot take a result for a tool it does not have."""
+    if len(turns) < 2 or turns[-2].role != "assistant":
+        return turns
+    called = {str(b.get("name")) for b in turns[-2].blocks if b.get("type") == "tool_use"}
+    if called <= offered:
+        return turns
+    return [*turns[:-2], *(Turn(t.role, tuple(replay_block(b) for b in t.blocks)) for t in turns[-2:])]
 
 
 def _tool_specs(chat: ChatCompletionRequest) -> tuple[ToolSpec, ...]:
