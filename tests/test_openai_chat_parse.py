@@ -66,3 +66,17 @@ def test_results_for_offered_tools_stay_tool_results() -> None:
     )
     assert [(r.call_id, r.content) for r in request.tool_results] == [("call_1", "22C")]
     assert request.history[-1].blocks[0]["type"] == "tool_use"
+
+
+def test_strict_tool_schemas_are_named_as_not_enforced() -> None:
+    """The CLI hands a tool call's arguments over as the model wrote them: `strict` is not a guarantee
+    here, and frameworks send it by default (openai-agents, Pydantic AI), so it is named, not refused."""
+    strict = {"type": "function", "function": {**WEATHER["function"], "strict": True}}
+    messages = [{"role": "user", "content": "q"}]
+    call = openai_chat.parse({"model": "claude-max", "messages": messages, "tools": [strict]}, "caller:")
+    assert call.headers == {"X-Claude-Max-Ignored": "tools.function.strict"}
+    forced = {"type": "function", "function": {"name": "get_weather"}}
+    body = {"model": "claude-max", "messages": messages, "tools": [strict], "tool_choice": forced}
+    assert openai_chat.parse(body, "caller:").headers == {}  # structured output: the CLI checks it
+    plain = openai_chat.parse({"model": "claude-max", "messages": messages, "tools": [WEATHER]}, "caller:")
+    assert plain.headers == {}

@@ -358,8 +358,17 @@ def parse(body: Any, partition: str) -> Call:
         single_call=chat.parallel_tool_calls is False,
         legacy_functions=bool(chat.functions) and not chat.tools,
     )
-    ignored = [k for k in IGNORED if body.get(k) is not None]
+    ignored = [k for k in IGNORED if body.get(k) is not None] + _unchecked_strict(chat, forced)
     return Call(request, chat.stream, common.ignored_header(ignored), context)
+
+
+def _unchecked_strict(chat: ChatCompletionRequest, forced: tuple[ToolSpec, ...]) -> list[str]:
+    """``strict`` function schemas, which frameworks send by default: the CLI hands the model's arguments
+    over unchecked, so the guarantee is not given (a forced call is checked: it is structured output)."""
+    if forced:
+        return []
+    names = ["tools.function.strict"] if any(t.function.strict for t in chat.tools or []) else []
+    return names + (["functions.strict"] if any(f.strict for f in chat.functions or []) else [])
 
 
 def _refuse(chat: ChatCompletionRequest) -> None:
