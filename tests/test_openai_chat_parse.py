@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from llm_claude_max.errors import InvalidRequest
 from llm_claude_max.server.apis import openai_chat
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
@@ -80,3 +83,19 @@ def test_strict_tool_schemas_are_named_as_not_enforced() -> None:
     assert openai_chat.parse(body, "caller:").headers == {}  # structured output: the CLI checks it
     plain = openai_chat.parse({"model": "claude-max", "messages": messages, "tools": [WEATHER]}, "caller:")
     assert plain.headers == {}
+
+
+def test_a_conversation_ending_with_an_assistant_message_asks_for_the_next_one() -> None:
+    """LangGraph's create_react_agent(response_format=...) sends the agent's conversation, which ends with
+    the model's answer, with a schema: the CLI answers a user message, so one is added."""
+    request = parse(
+        messages=[{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": "Sunny, 22C."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}},
+    )
+    assert request.history[-1].blocks == ({"type": "text", "text": "Sunny, 22C."},)
+    assert request.new == ({"type": "text", "text": openai_chat.CONTINUE},)
+
+
+def test_calls_without_results_at_the_end_are_refused() -> None:
+    with pytest.raises(InvalidRequest, match="must be followed by `tool` messages"):
+        parse(messages=[{"role": "user", "content": "q"}, call("get_weather")], tools=[WEATHER])

@@ -9,6 +9,7 @@ here (LangChain's and Pydantic AI's own default clients are cached and never clo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -112,15 +113,24 @@ async def test_pydantic_ai_structured_output_through_its_output_tool(
 
 
 @pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
-def test_langgraph_react_agent(server: Server, real_cli: FakeAnthropicAPI, http_client: httpx.Client) -> None:
+def test_langgraph_react_agent_with_a_structured_response(
+    server: Server, real_cli: FakeAnthropicAPI, http_client: httpx.Client
+) -> None:
+    """The agent's loop, then its structured-response step: the whole conversation, ending with the
+    model's answer, with a schema and no tools (the server adds the user message the CLI needs)."""
     from langgraph.prebuilt import create_react_agent
 
-    real_cli.enqueue(Reply(text="", tool_uses=[PARIS]), Reply(text="Sunny, 22C."))
-    agent = create_react_agent(chat_openai(server, http_client), [get_weather])
+    real_cli.enqueue(
+        Reply(text="", tool_uses=[PARIS]),
+        Reply(text="Sunny, 22C."),
+        Reply(structured={"city": "Paris", "temperature_c": 22}),
+    )
+    agent = create_react_agent(chat_openai(server, http_client), [get_weather], response_format=Weather)
     state = agent.invoke({"messages": [("user", "Weather in Paris?")]})
     assert state["messages"][-1].content == "Sunny, 22C."
     assert results(real_cli, 1) == ["22C in Paris"]
-    assert len(real_cli.message_requests) == 2
+    assert state["structured_response"] == Weather(city="Paris", temperature_c=22)
+    assert "Sunny, 22C." in json.dumps(real_cli.message_requests[2].body)  # the answer is in the context
 
 
 def test_langchain_create_agent_streaming_parallel_calls(
@@ -138,6 +148,21 @@ def test_langchain_create_agent_streaming_parallel_calls(
     assert len(calls) > 2  # the calls' arguments arrived in pieces
     assert "".join(str(c.content) for c in chunks if c.type == "AIMessageChunk") == "Both sunny."
     assert results(real_cli, 1) == ["22C in Paris", "22C in Rome"]
+
+
+def test_langchain_create_agent_with_a_response_format(
+    server: Server, real_cli: FakeAnthropicAPI, http_client: httpx.Client
+) -> None:
+    """langchain's agent offers the schema as one more tool and requires a call: the model may call the real
+    tool first (as here), then answers through the schema's tool."""
+    from langchain.agents import create_agent
+
+    weather = {"name": "Weather", "arguments": {"city": "Paris", "temperature_c": 22}}
+    real_cli.enqueue(Reply(text="", tool_uses=[PARIS]), Reply(structured=weather))
+    agent = create_agent(chat_openai(server, http_client), tools=[get_weather], response_format=Weather)
+    state = agent.invoke({"messages": [("user", "Weather in Paris?")]})
+    assert state["structured_response"] == Weather(city="Paris", temperature_c=22)
+    assert results(real_cli, 1) == ["22C in Paris"]
 
 
 # -- instructor ----------------------------------------------------------------------------------------

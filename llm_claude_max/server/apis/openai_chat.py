@@ -326,6 +326,7 @@ def parse(body: Any, partition: str) -> Call:
         turns = [Turn(t.role, tuple(replay_block(b) for b in t.blocks)) for t in turns]
     else:
         turns = _retired_calls(turns, {s.name for s in offered})
+    turns = _continued(turns)
     if not turns or turns[-1].role != "user":
         raise InvalidRequest("The last message must be a user or tool message.")
     if not turns[-1].blocks:
@@ -461,6 +462,21 @@ def _assistant_blocks(message: AssistantMessage, index: int, where: str) -> list
 
 def _result(call_id: str, text: str) -> Block:
     return {"type": "tool_result", "tool_use_id": call_id, "content": text}
+
+
+CONTINUE = "Continue."
+"""The user message after a conversation that ends with an assistant message."""
+
+
+def _continued(turns: list[Turn]) -> list[Turn]:
+    """A conversation that ends with an assistant message (LangGraph's structured-response step sends the
+    agent's whole conversation with a schema) asks for the next assistant message; the CLI answers only
+    a user message, so one is added. Calls left without results stay an error, as with OpenAI."""
+    if len(turns) < 2 or turns[-1].role != "assistant":
+        return turns
+    if any(b.get("type") == "tool_use" for b in turns[-1].blocks):
+        raise InvalidRequest("An assistant message with `tool_calls` must be followed by `tool` messages for them.")
+    return [*turns, Turn("user", (text_block(CONTINUE),))]
 
 
 def _retired_calls(turns: list[Turn], offered: set[str]) -> list[Turn]:
