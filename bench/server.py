@@ -43,10 +43,14 @@ class Turn:
     seconds: float
     """From sending the request to the end of the response."""
     first: float | None
-    """From sending the request to the first non-empty content delta (streaming only)."""
+    """From sending the request to the first non-empty content or tool-call delta (streaming only)."""
     text: str
     meta: dict[str, Any] = field(default_factory=dict)
     """The response's non-standard ``claude_max`` field (``continued``, ``process``, ...)."""
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    """The tool calls of the answer, assembled from the streamed deltas: ``{"id", "name", "arguments"}``."""
+    sent: float = 0.0
+    """When the request was sent (``time.monotonic()``, comparable with the fake API's records)."""
 
     @property
     def process(self) -> str | None:
@@ -159,9 +163,15 @@ class Server:
         client: httpx.Client | None = None,
     ) -> Turn:
         """One chat completion; ``client``: another connection (one per thread), default: the server's."""
+        body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+        return self.complete(body, client=client)
+
+    def complete(self, body: dict[str, Any], *, client: httpx.Client | None = None) -> Turn:
+        """POST ``body`` to /v1/chat/completions; streamed if it says so."""
         client = client or self.client
         assert client is not None
-        body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+        stream = bool(body.get("stream"))
+        sent = time.monotonic()
         start = time.perf_counter()
         if not stream:
             response = client.post(self.url + "/v1/chat/completions", json=body)
@@ -172,11 +182,12 @@ class Server:
             return Turn(200, seconds, None, data["choices"][0]["message"]["content"] or "", data.get("claude_max", {}))
         first: float | None = None
         parts: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
         meta: dict[str, Any] = {}
         with client.stream("POST", self.url + "/v1/chat/completions", json=body) as response:
             if response.status_code != 200:
                 response.read()
-                return Turn(response.status_code, time.perf_counter() - start, None, response.text[:500])
+                return Turn(response.status_code, time.perf_counter() - start, None, response.text[:500], sent=sent)
             for line in response.iter_lines():
                 if not line.startswith("data: "):
                     continue
@@ -187,13 +198,24 @@ class Server:
                 if "error" in chunk:
                     raise BenchError(f"{self.label}: error in the stream: {payload[:500]}")
                 for choice in chunk.get("choices") or []:
-                    piece = (choice.get("delta") or {}).get("content")
-                    if piece:
-                        if first is None:
-                            first = time.perf_counter() - start
-                        parts.append(piece)
+                    delta = choice.get("delta") or {}
+                    if (delta.get("content") or delta.get("tool_calls")) and first is None:
+                        first = time.perf_counter() - start
+                    if delta.get("content"):
+                        parts.append(delta["content"])
+                    for call in delta.get("tool_calls") or []:
+                        _add_call_delta(calls, call)
                 meta = chunk.get("claude_max", meta)
-        return Turn(200, time.perf_counter() - start, first, "".join(parts), meta)
+        seconds = time.perf_counter() - start
+        return Turn(200, seconds, first, "".join(parts), meta, [calls[i] for i in sorted(calls)], sent)
+
+
+def _add_call_delta(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
+    """One streamed ``delta.tool_calls`` item: the first of a call has its id and name, the rest add arguments."""
+    call = calls.setdefault(delta["index"], {"id": delta.get("id"), "name": None, "arguments": ""})
+    function = delta.get("function") or {}
+    call["name"] = function.get("name") or call["name"]
+    call["arguments"] += function.get("arguments") or ""
 
 
 MEMORY_FIELDS = ("VmRSS", "RssAnon", "VmHWM")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -653,6 +654,98 @@ def bench_tools(runs: int) -> Report:
     )
 
 
+# -- server-tools ---------------------------------------------------------------------------------------
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TOOL_STEPS = {
+    "cold": "cold: a new conversation with a tool, request sent -> first tool-call delta",
+    "trip": "round trip: the tool result sent -> first content delta of the answer",
+    "upstream": "of which: the tool result sent -> the upstream request carrying it",
+    "answer": "of which: that upstream request -> first content delta at the client",
+}
+
+
+def bench_server_tools(runs: int) -> Report:
+    """A tool round trip through `claude-max serve` on its paused process, against a cold request of the same
+    conversation, both streamed, in the same round: (1) a new conversation offering a tool, which the model
+    calls (the server starts a `claude` for it: ``--pool-size 0``), timed to the first tool-call delta;
+    (2) the tool's result sent back, timed to the first content delta of the answer."""
+    from tests.fakeapi import Reply, ToolUse
+
+    samples: dict[str, list[float]] = {key: [] for key in TOOL_STEPS}
+    load = [os.getloadavg()[0]]
+    with Sandbox() as sandbox, Server(sandbox, *COLD_OPTIONS) as server:
+        server.settle(most=0)
+        for round_ in range(runs + 1):  # round 0 warms up
+            sandbox.api.requests.clear()
+            sandbox.api.enqueue(Reply(text="", tool_uses=[ToolUse("get_weather", {"city": "Paris"})]))
+            messages: list[dict[str, Any]] = [{"role": "user", "content": f"Weather in Paris? ({round_})"}]
+            body = {"model": "claude-max", "messages": messages, "tools": [WEATHER_TOOL], "stream": True}
+            cold = _tool_turn(server, body, "cold", "new")
+            if len(cold.calls) != 1 or cold.calls[0]["name"] != "get_weather":
+                raise BenchError(f"{server.label}: expected one get_weather call, got {cold.calls!r}")
+            call = cold.calls[0]
+            function = {"name": call["name"], "arguments": call["arguments"]}
+            assistant_call = {"id": call["id"], "type": "function", "function": function}
+            messages += [
+                {"role": "assistant", "content": None, "tool_calls": [assistant_call]},
+                {"role": "tool", "tool_call_id": call["id"], "content": "22C"},
+            ]
+            trip = _tool_turn(server, {**body, "messages": messages}, "paused", "paused")
+            upstream = sandbox.api.message_requests
+            if len(upstream) != 2 or _result_of(upstream[1].body) != "22C":
+                raise BenchError(f"{server.label}: the tool result did not reach the API in one request")
+            server.settle(most=0)  # the process ends after the answer (--live-sessions 0)
+            if round_:
+                assert cold.first is not None and trip.first is not None
+                samples["cold"].append(round(cold.first, 4))
+                samples["trip"].append(round(trip.first, 4))
+                samples["upstream"].append(round(upstream[1].at - trip.sent, 4))
+                samples["answer"].append(round(trip.first - (upstream[1].at - trip.sent), 4))
+        load.append(os.getloadavg()[0])
+        leftovers = sandbox.leftovers
+    stats = {key: Stats.of(values) for key, values in samples.items()}
+    ratio = stats["trip"].median / stats["cold"].median
+    per_round = [a / b for a, b in zip(samples["trip"], samples["cold"], strict=True)]
+    rows = [time_row(label, stats[key]) for key, label in TOOL_STEPS.items()]
+    rows.append(ratio_row("round trip / cold", ratio, per_round))
+    return Report(
+        "server-tools",
+        "A tool round trip through `claude-max serve` (the paused process takes the result) vs a cold request",
+        TIME_COLUMNS,
+        rows,
+        notes=[
+            f"server: `claude-max serve {' '.join(COLD_OPTIONS)}`; every round is a new conversation, its "
+            "second request continued on the paused process (checked in each answer's `claude_max`)",
+            f"load average (1 min) at the start and the end: {load[0]:.2f}, {load[1]:.2f}",
+        ],
+        data={"seconds": samples, "ratio": ratio, "loadavg": load, "leftovers": leftovers},
+    )
+
+
+def _tool_turn(server: Server, body: dict[str, Any], process: str, continued: str) -> Turn:
+    turn = server.complete(body)
+    got = (turn.status, turn.process, turn.meta.get("continued"))
+    if got != (200, process, continued) or turn.first is None:
+        raise BenchError(f"{server.label}: expected (200, {process!r}, {continued!r}), got {got!r}: {turn.text}")
+    return turn
+
+
+def _result_of(body: dict[str, Any] | None) -> Any:
+    """The content of the one tool result an upstream request carries (in its last non-system message)."""
+    from tests.fakeapi import tool_results
+
+    messages = [m for m in (body or {}).get("messages") or [] if m.get("role") != "system"]
+    found = tool_results({"messages": messages[-1:]})
+    return found[0]["content"] if len(found) == 1 else None
+
+
 BENCHMARKS: dict[str, tuple[Callable[[int], Report], int]] = {
     "import": (bench_import, 15),
     "prompt": (bench_prompt, 10),
@@ -661,5 +754,6 @@ BENCHMARKS: dict[str, tuple[Callable[[int], Report], int]] = {
     "doctor": (bench_doctor, 10),
     "server": (bench_server, 10),
     "tools": (bench_tools, 10),
+    "server-tools": (bench_server_tools, 10),
 }
 """name -> (benchmark, default number of runs)."""

@@ -6,6 +6,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -68,3 +69,36 @@ def test_readme_tools_example_runs(real_cli: FakeAnthropicAPI, login: Path, caps
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     assert capsys.readouterr().out.strip() == "It is 22C and sunny in Paris; noted."
     assert [r["content"] for r in tool_results(real_cli.message_requests[1].body)] == ["22C, sunny", "1 notes"]
+def test_server_parameter_table_matches_the_chat_completions_adapter() -> None:
+    """Every Chat Completions parameter is in docs/server.md's table, as applied, refused or ignored, and
+    the ignored ones are exactly those the server names in X-Claude-Max-Ignored."""
+    from llm_claude_max.server.apis import openai_chat
+
+    docs = (ROOT / "docs" / "server.md").read_text()
+    table = docs.split("<!-- parameters:start -->")[1].split("<!-- parameters:end -->")[0]
+    rows = re.findall(r"^\| `(\w+)` \| (applied|refused|ignored) \| .+ \|$", table, re.MULTILINE)
+    assert len(rows) == table.count("\n| `")  # every row has one of the three verdicts
+    verdicts = dict(rows)
+    fields = set(openai_chat.ChatCompletionRequest.model_fields)
+    assert set(verdicts) == fields | set(openai_chat.IGNORED) | set(openai_chat.REFUSED)
+    assert {name for name, verdict in rows if verdict == "ignored"} == set(openai_chat.IGNORED)
+    assert {name for name, verdict in rows if verdict == "refused"} >= set(openai_chat.REFUSED)
+
+
+@pytest.mark.real_cli
+def test_server_function_calling_example_runs(server: Any, real_cli: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from .fakeapi import Reply, ToolUse, tool_results
+
+    docs = (ROOT / "docs" / "server.md").read_text()
+    example = _python_block_after(docs, "## Function calling")
+    assert 'base_url="http://127.0.0.1:8765/v1"' in example
+    real_cli.enqueue(Reply(text="", tool_uses=[ToolUse("get_weather", {"city": "Paris"})]), Reply(text="Sunny."))
+    namespace: dict[str, Any] = {}
+    try:
+        exec(example.replace("http://127.0.0.1:8765/v1", server.base), namespace)
+    finally:
+        if "client" in namespace:
+            namespace["client"].close()
+    assert capsys.readouterr().out == "Sunny.\n"
+    [result] = tool_results(real_cli.message_requests[1].body)
+    assert result["content"] == "22°C and sunny in Paris"

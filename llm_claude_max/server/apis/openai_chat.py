@@ -118,6 +118,8 @@ class ToolMessage(_Model):
     role: Literal["tool"]
     content: str | list[TextPart]
     tool_call_id: str
+    name: str | None = None
+    """Not in OpenAI's schema, but its API accepts it and clients send it (instructor's retries)."""
 
 
 class FunctionMessage(_Model):
@@ -323,6 +325,9 @@ def parse(body: Any, partition: str) -> Call:
         raise InvalidRequest("`tool_choice` that forces a tool call cannot be combined with `response_format`.")
     if not offered:
         turns = [Turn(t.role, tuple(replay_block(b) for b in t.blocks)) for t in turns]
+    else:
+        turns = _retired_calls(turns, {s.name for s in offered})
+    turns = _continued(turns)
     if not turns or turns[-1].role != "user":
         raise InvalidRequest("The last message must be a user or tool message.")
     if not turns[-1].blocks:
@@ -355,8 +360,17 @@ def parse(body: Any, partition: str) -> Call:
         single_call=chat.parallel_tool_calls is False,
         legacy_functions=bool(chat.functions) and not chat.tools,
     )
-    ignored = [k for k in IGNORED if body.get(k) is not None]
+    ignored = [k for k in IGNORED if body.get(k) is not None] + _unchecked_strict(chat, forced)
     return Call(request, chat.stream, common.ignored_header(ignored), context)
+
+
+def _unchecked_strict(chat: ChatCompletionRequest, forced: tuple[ToolSpec, ...]) -> list[str]:
+    """``strict`` function schemas, which frameworks send by default: the CLI hands the model's arguments
+    over unchecked, so the guarantee is not given (a forced call is checked: it is structured output)."""
+    if forced:
+        return []
+    names = ["tools.function.strict"] if any(t.function.strict for t in chat.tools or []) else []
+    return names + (["functions.strict"] if any(f.strict for f in chat.functions or []) else [])
 
 
 def _refuse(chat: ChatCompletionRequest) -> None:
@@ -449,6 +463,32 @@ def _assistant_blocks(message: AssistantMessage, index: int, where: str) -> list
 
 def _result(call_id: str, text: str) -> Block:
     return {"type": "tool_result", "tool_use_id": call_id, "content": text}
+
+
+CONTINUE = "Continue."
+"""The user message after a conversation that ends with an assistant message."""
+
+
+def _continued(turns: list[Turn]) -> list[Turn]:
+    """A conversation that ends with an assistant message (LangGraph's structured-response step sends the
+    agent's whole conversation with a schema) asks for the next assistant message; the CLI answers only
+    a user message, so one is added. Calls left without results stay an error, as with OpenAI."""
+    if len(turns) < 2 or turns[-1].role != "assistant":
+        return turns
+    if any(b.get("type") == "tool_use" for b in turns[-1].blocks):
+        raise InvalidRequest("An assistant message with `tool_calls` must be followed by `tool` messages for them.")
+    return [*turns, Turn("user", (text_block(CONTINUE),))]
+
+
+def _retired_calls(turns: list[Turn], offered: set[str]) -> list[Turn]:
+    """Results for calls of tools this request no longer offers (an agent handed off to another one, with
+    other tools) are given as text: the CLI cannot take a result for a tool it does not have."""
+    if len(turns) < 2 or turns[-2].role != "assistant":
+        return turns
+    called = {str(b.get("name")) for b in turns[-2].blocks if b.get("type") == "tool_use"}
+    if called <= offered:
+        return turns
+    return [*turns[:-2], *(Turn(t.role, tuple(replay_block(b) for b in t.blocks)) for t in turns[-2:])]
 
 
 def _tool_specs(chat: ChatCompletionRequest) -> tuple[ToolSpec, ...]:
