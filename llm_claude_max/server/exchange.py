@@ -94,8 +94,8 @@ class Adapter(Protocol):
     def error(self, exc: ClaudeMaxError) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Status, body and headers of an error answer."""
 
-    def stream_error(self, exc: ClaudeMaxError) -> Iterable[ServerSentEvent]:
-        """The events that end a stream with an error."""
+    def stream_error(self, call: Call, exc: ClaudeMaxError) -> Iterable[ServerSentEvent]:
+        """The events that end a stream with an error (``call.context`` holds what was streamed so far)."""
 
 
 @dataclass(frozen=True)
@@ -185,10 +185,11 @@ class Exchange:
                 try:
                     async for sse in api.stream(call, _chain(prefix, events)):
                         yield sse
-                except ClaudeMaxError:
+                except ClaudeMaxError as error:
+                    exc = error
                     if stopping.is_set():  # the server ended every process on its way out
                         exc = ServerStopping("The server is shutting down; the answer was cut here.")
-                    for sse in api.stream_error(exc):
+                    for sse in api.stream_error(call, exc):
                         yield sse
 
         # The reading before this request: a stream's own comes after its text (usage/gate.py).
