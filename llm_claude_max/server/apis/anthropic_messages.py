@@ -279,16 +279,16 @@ class MessageObject(BaseModel):
     )
 
 
-class ErrorDetail(BaseModel):
+class AnthropicErrorDetail(BaseModel):
     type: str
     message: str
 
 
-class ErrorBody(BaseModel):
+class AnthropicErrorBody(BaseModel):
     """Every error answer of ``/v1/messages``."""
 
     type: Literal["error"]
-    error: ErrorDetail
+    error: AnthropicErrorDetail
 
 
 # -- parsing ------------------------------------------------------------------------------------------
@@ -426,8 +426,9 @@ def _refuse(req: MessagesRequest) -> None:
     for n, tool in enumerate(req.tools or []):
         if isinstance(tool, ServerTool):
             raise InvalidRequest(
-                f"tools.{n}: Anthropic's server tool `{tool.type}` is not available through claude-max serve: "
-                "only your own tools (with an `input_schema`), which run in your program."
+                f"tools.{n}: a tool of type `{tool.type}` is not a custom tool (name, description, "
+                "input_schema). Anthropic's server tools are not available through claude-max serve: only your "
+                "own tools, which run in your program."
             )
     choice = req.tool_choice
     if choice is not None and (choice.type == "tool") != (choice.name is not None):

@@ -43,13 +43,35 @@ def resolve_model(model: Any) -> tuple[str, str | None]:
 
 
 def invalid(error: ValidationError) -> InvalidRequest:
-    """A pydantic validation error as one precise 400: where, and what is wrong."""
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
-    message = first["msg"].removeprefix("Value error, ")
+    """A pydantic validation error as one precise 400: where, and what is wrong. Of the errors of a union's
+    branches, the one that went deepest into the input says the most."""
+    paths = [_where(e["loc"]) for e in error.errors()]
+    deepest = max(range(len(paths)), key=lambda n: (len(paths[n]), -n))
+    where = ".".join(paths[deepest])
+    message = error.errors()[deepest]["msg"].removeprefix("Value error, ")
     exc = InvalidRequest(f"{where}: {message}" if where else message)
     exc.param = where or None  # type: ignore[attr-defined]
     return exc
+
+
+def _where(loc: Sequence[int | str]) -> list[str]:
+    """A pydantic error location as the request's own path: without the labels of union branches
+    (``str``, ``list[...]``, class names) and the tags of tagged unions."""
+    parts: list[str] = []
+    tag_next = False
+    for part in loc:
+        text = str(part)
+        if tag_next and not isinstance(part, int):
+            tag_next = False  # a tagged union's tag, not a field
+            continue
+        if "tagged-union[" in text:
+            tag_next = True
+        elif not ("[" in text or text.startswith("function-") or text[:1].isupper() or text in TYPE_LABELS):
+            parts.append(text)
+    return parts
+
+
+TYPE_LABELS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
 
 
 def data_url_block(url: str, where: str) -> Block:

@@ -184,7 +184,7 @@ Tool = Annotated[
 ]
 
 
-class NamedFunction(_Model):
+class NamedFunctionChoice(_Model):
     type: Literal["function"]
     name: str
     namespace: str | None = None
@@ -244,7 +244,7 @@ class ResponseRequest(BaseModel):
     instructions: str | None = None
     previous_response_id: str | None = None
     tools: list[Tool] | None = None
-    tool_choice: Literal["auto", "none", "required"] | NamedFunction | AllowedTools | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedFunctionChoice | AllowedTools | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
     reasoning: ReasoningConfig | None = None
@@ -267,7 +267,7 @@ class OutputMessage(BaseModel):
     content: list[dict[str, Any]]
 
 
-class FunctionCallOut(BaseModel):
+class OutputFunctionCall(BaseModel):
     id: str
     type: Literal["function_call"]
     status: Literal["in_progress", "completed", "incomplete"]
@@ -304,7 +304,7 @@ class ResponseObject(BaseModel):
     instructions: str | None
     max_output_tokens: int | None
     model: str
-    output: list[OutputMessage | FunctionCallOut | ReasoningOut]
+    output: list[OutputMessage | OutputFunctionCall | ReasoningOut]
     parallel_tool_calls: bool
     previous_response_id: str | None
     reasoning: dict[str, Any]
@@ -559,7 +559,7 @@ def _tool_choice(
         return found
 
     choice = req.tool_choice
-    if isinstance(choice, NamedFunction):
+    if isinstance(choice, NamedFunctionChoice):
         tool = named(choice.name, choice.namespace)
         return (tool,), (tool,)
     if isinstance(choice, AllowedTools):
@@ -659,9 +659,7 @@ def _parts(parts: Sequence[Any], where: str) -> list[Block]:
                 blocks.append(text_block(part.text))
         elif isinstance(part, InputImage):
             if part.image_url is None:
-                raise InvalidRequest(
-                    f"{here}: an image needs `image_url` (a data URL); uploaded files are not available."
-                )
+                raise InvalidRequest(f"{here}: an image needs `image_url` (a data URL); file ids are not available.")
             url = part.image_url
             blocks.append(
                 common.remote_block(url) if url.startswith(common.REMOTE) else common.data_url_block(url, here)
