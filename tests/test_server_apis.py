@@ -3,6 +3,7 @@ refusal in each API's own error shape, /v1/models in each SDK's shape. Fast: no 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,26 +33,27 @@ async def http(fake_cli: FakeCLI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-class serve:  # noqa: N801 - used as a context manager
+APPS: dict[int, Any] = {}
+"""The app behind each in-process client (for the anthropic SDK, which needs its own transport)."""
+
+
+@contextlib.asynccontextmanager
+async def serve(config: AppConfig | None = None) -> AsyncIterator[httpx.AsyncClient]:
     """The app in process, with an engine that keeps no warm spares."""
-
-    def __init__(self, config: AppConfig = AppConfig()) -> None:
-        self.engine = Engine(ClaudeCLI(), EngineConfig(pool_size=0))
-        self.app = create_app(self.engine, config)
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://127.0.0.1")
-        self.client.app = self.app  # type: ignore[attr-defined]
-
-    async def __aenter__(self) -> httpx.AsyncClient:
-        return self.client
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.client.aclose()
-        await self.engine.stop()
+    engine = Engine(ClaudeCLI(), EngineConfig(pool_size=0))
+    app = create_app(engine, config or AppConfig())
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+            APPS[id(client)] = app
+            yield client
+    finally:
+        APPS.clear()
+        await engine.stop()
 
 
 def anthropic_client(http: httpx.AsyncClient) -> anthropic.AsyncAnthropic:
     """The anthropic SDK (which speaks httpx2, a fork of httpx) on the same app."""
-    transport = httpx2.ASGITransport(app=http.app)  # type: ignore[attr-defined]
+    transport = httpx2.ASGITransport(app=APPS[id(http)])
     return anthropic.AsyncAnthropic(
         base_url="http://127.0.0.1", api_key="x", http_client=httpx2.AsyncClient(transport=transport)
     )
@@ -84,7 +86,10 @@ RESPONSES_400 = [
     ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "`text.format.schema` is required"),
     ({"stream": "yes"}, "stream: Input should be a valid boolean"),
     ({"max_output_tokens": 0}, "max_output_tokens: Input should be greater than or equal to 1"),
-    ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}, "x"]}, "input.1: Input should be"),
+    (
+        {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}, "x"]},
+        "input.1: Input should be",
+    ),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}, "file ids are not"),
     ({"tools": [WEATHER], "tool_choice": "required", "text": {"format": {"type": "json_object"}}}, "cannot be"),
 ]
@@ -111,7 +116,10 @@ async def test_an_unknown_previous_response_is_404_as_in_openai(http: httpx.Asyn
 
 
 MESSAGES_400 = [
-    ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "type `web_search_20250305` is not a custom tool"),
+    (
+        {"tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+        "type `web_search_20250305` is not a custom tool",
+    ),
     ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "The "}]}, "prefill"),
     ({"max_tokens": None}, "max_tokens: "),
     ({"messages": [{"role": "user", "content": [{"type": "search_result", "source": "s"}]}]}, "`search_result`"),
@@ -187,7 +195,9 @@ CUT_SHORT = [{"emit": fc.init()}, {"emit": fc.delta("Hel")}, {"stderr": "boom"},
 """A CLI that dies after the first words: the error arrives in the middle of the stream."""
 
 
-async def test_an_error_mid_stream_ends_each_stream_in_its_apis_shape(http: httpx.AsyncClient, fake_cli: FakeCLI) -> None:
+async def test_an_error_mid_stream_ends_each_stream_in_its_apis_shape(
+    http: httpx.AsyncClient, fake_cli: FakeCLI
+) -> None:
     fake_cli.scenario(steps=CUT_SHORT)
     chat = {"model": "claude-max", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     events = sse(await http.post("/v1/chat/completions", json=chat))
@@ -201,16 +211,19 @@ async def test_an_error_mid_stream_ends_each_stream_in_its_apis_shape(http: http
 
     body = {"model": "claude-max", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "stream": True}
     events = sse(await http.post("/v1/messages", json=body))
-    assert events[-1] == ("error", {"type": "error", "error": {"type": "api_error", "message": events[-1][1]["error"]["message"]}})
+    assert events[-1] == (
+        "error",
+        {"type": "error", "error": {"type": "api_error", "message": events[-1][1]["error"]["message"]}},
+    )
     assert "exited" in events[-1][1]["error"]["message"] or "boom" in events[-1][1]["error"]["message"]
 
 
 async def test_responses_stream_of_a_function_call(http: httpx.AsyncClient, fake_cli: FakeCLI) -> None:
     fake_cli.scenario(steps=fc.deferred([("toolu_1", "mcp__tools__get_weather", {"city": "Oslo"})]))
-    async with openai.AsyncOpenAI(base_url="http://127.0.0.1/v1", api_key="x", http_client=http) as client:
-        async with client.responses.stream(model="claude-max", input="weather?", tools=[WEATHER]) as stream:  # type: ignore[list-item]
-            kinds = [event.type async for event in stream]
-            final = await stream.get_final_response()
+    client = openai.AsyncOpenAI(base_url="http://127.0.0.1/v1", api_key="x", http_client=http)
+    async with client.responses.stream(model="claude-max", input="weather?", tools=[WEATHER]) as stream:  # type: ignore[list-item]
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_response()
     [call] = final.output
     assert call.type == "function_call" and call.call_id == "toolu_1" and json.loads(call.arguments) == {"city": "Oslo"}
     assert kinds == [

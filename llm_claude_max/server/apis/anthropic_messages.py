@@ -361,7 +361,7 @@ class Adapter:
             single_call=bool(req.tool_choice and req.tool_choice.disable_parallel_tool_use),
             thinking=not (thinking and (thinking.type == "disabled" or thinking.display == "omitted")),
         )
-        ignored = [k for k in IGNORED if body.get(k) is not None]
+        ignored = [k for k in IGNORED if body.get(k) not in (None, [], {})]
         if thinking is not None and thinking.type != "adaptive":
             ignored.append("thinking.budget_tokens" if thinking.type == "enabled" else "thinking")
         return Call(request, req.stream, common.ignored_header(ignored), context)

@@ -437,7 +437,7 @@ class Adapter:
             summaries=bool(req.reasoning and (req.reasoning.summary or req.reasoning.generate_summary)),
             store=req.store is not False,
         )
-        ignored = [k for k in IGNORED if body.get(k) is not None]
+        ignored = [k for k in IGNORED if body.get(k) not in (None, [], {})]
         if req.text and req.text.verbosity is not None:
             ignored.append("text.verbosity")
         return Call(request, req.stream, common.ignored_header(ignored), context)
