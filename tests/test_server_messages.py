@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -57,3 +56,116 @@ def test_create_and_stream(client: anthropic.Anthropic, server: Server, real_cli
         final = s.get_final_message()
     assert "".join(texts) == "Hello from the fake API." and len(texts) > 1
     assert final.stop_reason == "end_turn" and final.usage.input_tokens == 12 and final.usage.output_tokens == 7
+
+
+def user(content: Any) -> dict[str, Any]:
+    return {"role": "user", "content": content}
+
+
+def test_a_tool_round_trip_continues_the_paused_process(
+    client: anthropic.Anthropic, real_cli: FakeAnthropicAPI
+) -> None:
+    real_cli.enqueue(
+        Reply(text="Let me look.", tool_uses=[ToolUse("get_weather", {"city": "Paris"})]), Reply(text="Sunny.")
+    )
+    messages: list[Any] = [user("Weather in Paris?")]
+    with client.messages.stream(model="claude-max", max_tokens=1024, messages=messages, tools=[WEATHER]) as stream:  # type: ignore[list-item]
+        kinds = [event.type for event in stream]
+        first = stream.get_final_message()
+    assert first.stop_reason == "tool_use" and [b.type for b in first.content] == ["text", "tool_use"]
+    call = first.content[1]
+    assert call.type == "tool_use" and call.name == "get_weather" and call.input == {"city": "Paris"}
+    assert kinds.count("input_json") > 1  # the arguments as they were written
+    messages += [
+        {"role": "assistant", "content": first.content},
+        user([{"type": "tool_result", "tool_use_id": call.id, "content": "22C"}]),
+    ]
+    second = client.messages.create(model="claude-max", max_tokens=1024, messages=messages, tools=[WEATHER])  # type: ignore[list-item]
+    assert second.content[0].text == "Sunny." and second.stop_reason == "end_turn"  # type: ignore[union-attr]
+    meta = (second.model_extra or {})["claude_max"]
+    assert meta["continued"] == "paused" and meta["process"] == "paused"
+    assert tool_results(real_cli.message_requests[1].body)[0]["content"] == "22C"
+    assert len(real_cli.message_requests) == 2
+
+
+def test_images_and_documents(client: anthropic.Anthropic, server: Server, real_cli: FakeAnthropicAPI) -> None:
+    png = base64.b64encode(png_bytes()).decode()
+    pdf = base64.b64encode(b"%PDF-1.4\n%%EOF\n").decode()
+    content = [
+        {"type": "text", "text": "Describe"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain notes"}},
+    ]
+    client.messages.create(model="claude-max", max_tokens=100, messages=[user(content)])  # type: ignore[list-item]
+    sent = [b for m in real_cli.message_requests[0].body["messages"] for b in m["content"] if isinstance(b, dict)]  # type: ignore[index]
+    assert any(b["type"] == "image" and b["source"]["data"] == png for b in sent)
+    assert any(b["type"] == "document" and b["source"]["data"] == pdf for b in sent)
+    assert any(b["type"] == "text" and "plain notes" in b["text"] for b in sent)
+    remote = [{"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]
+    refused = post(server, messages=[user(remote)])
+    assert refused.status_code == 400 and "--allow-remote-images" in refused.json()["error"]["message"]
+
+
+def test_parameters(client: anthropic.Anthropic, server: Server, real_cli: FakeAnthropicAPI) -> None:
+    real_cli.enqueue(
+        Reply(text="one two STOP three"),
+        Reply(text="one two STOP three"),
+        Reply(structured={"city": "Rome"}),
+        Reply(thinking="Hmm, a greeting.", text="Hi."),
+        Reply(thinking="Hmm, a greeting.", text="Hi."),
+        Reply(text="partial", stop_reason="max_tokens"),
+    )
+    stopped = client.messages.create(
+        model="claude-max", max_tokens=100, messages=[user("count")], stop_sequences=["STOP"]
+    )
+    assert stopped.content[0].text == "one two " and stopped.stop_reason == "stop_sequence"  # type: ignore[union-attr]
+    assert stopped.stop_sequence == "STOP"
+    with client.messages.stream(
+        model="claude-max", max_tokens=100, messages=[user("count")], stop_sequences=["STOP"]
+    ) as stream:
+        assert "".join(stream.text_stream) == "one two "
+        final = stream.get_final_message()
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == "STOP" and final.usage.output_tokens == 7
+
+    forced = client.messages.create(
+        model="claude-max",
+        max_tokens=100,
+        messages=[user("q")],
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice={"type": "tool", "name": "get_weather"},
+        output_config={"effort": "low"},
+    )
+    assert forced.stop_reason == "tool_use" and forced.content[0].input == {"city": "Rome"}  # type: ignore[union-attr]
+    assert real_cli.message_requests[2].body["output_config"]["effort"] == "low"  # type: ignore[index]
+
+    thought = client.messages.create(model="claude-max", max_tokens=100, messages=[user("hi")])
+    assert [b.type for b in thought.content] == ["thinking", "text"]
+    assert thought.content[0].thinking == "Hmm, a greeting."  # type: ignore[union-attr]
+    quiet = post(server, thinking={"type": "disabled"}, temperature=0.5)
+    assert [b["type"] for b in quiet.json()["content"]] == ["text"]
+    assert quiet.headers["x-claude-max-ignored"] == "temperature, thinking"
+
+    # Last: at the limit the CLI asks the model to go on in one more request, which the server cuts short.
+    cut = client.messages.create(model="claude-max", max_tokens=5, messages=[user("long")])
+    assert cut.stop_reason == "max_tokens" and real_cli.message_requests[5].body["max_tokens"] == 5  # type: ignore[index]
+
+
+async def test_pydantic_ai_anthropic_model_with_a_tool(server: Server, real_cli: FakeAnthropicAPI) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.models.anthropic import AnthropicModel
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
+    real_cli.enqueue(Reply(text="", tool_uses=[ToolUse("add", {"a": 2, "b": 3})]), Reply(text="It is 5."))
+    async with anthropic.AsyncAnthropic(base_url=server.url, api_key="unused", max_retries=0) as sdk:
+        provider = AnthropicProvider(anthropic_client=sdk)
+        agent = Agent(AnthropicModel("claude-max", provider=provider), instructions="Use the tool.")
+
+        @agent.tool_plain
+        def add(a: int, b: int) -> int:
+            """Add two integers."""
+            return a + b
+
+        result = await agent.run("What is 2 + 3?")
+    assert result.output == "It is 5."
+    assert tool_results(real_cli.message_requests[1].body)[0]["content"] == [{"type": "text", "text": "5"}]
