@@ -169,3 +169,17 @@ async def test_pydantic_ai_anthropic_model_with_a_tool(server: Server, real_cli:
         result = await agent.run("What is 2 + 3?")
     assert result.output == "It is 5."
     assert tool_results(real_cli.message_requests[1].body)[0]["content"] == [{"type": "text", "text": "5"}]
+
+
+def test_the_documented_example_runs(
+    server: Server, real_cli: FakeAnthropicAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .test_server_responses import documented
+
+    real_cli.enqueue(Reply(text="", tool_uses=[ToolUse("get_weather", {"city": "Paris"})]), Reply(text="Sunny."))
+    code = documented("## The Anthropic Messages API").replace("http://127.0.0.1:8765", server.url)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/server.md", "exec"), namespace)
+    namespace["client"].close()
+    assert capsys.readouterr().out == "Sunny.\nHello from the fake API."
+    assert tool_results(real_cli.message_requests[1].body)[0]["content"] == "22C, sunny"

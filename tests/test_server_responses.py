@@ -165,6 +165,32 @@ CODEX_VERSION = "0.169.0"
 """The Codex CLI the tests drive (npm ``@openai/codex``), installed by ``./dev test`` like the pinned claude CLI."""
 
 
+NO_RETRIES = (
+    "-c",
+    "model_providers.claude-max.request_max_retries=0",
+    "-c",
+    "model_providers.claude-max.stream_max_retries=0",
+)
+
+
+def documented(marker: str, language: str = "python") -> str:
+    """The code block that follows ``marker`` in docs/server.md."""
+    text = (Path(__file__).parent.parent / "docs" / "server.md").read_text().split(marker, 1)[1]
+    return text.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_example_runs(
+    server: Server, real_cli: FakeAnthropicAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_cli.enqueue(Reply(text="", tool_uses=[ToolUse("get_weather", {"city": "Paris"})]), Reply(text="Sunny, 22C."))
+    code = documented("## The Responses API").replace("http://127.0.0.1:8765/v1", server.base)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/server.md", "exec"), namespace)
+    namespace["client"].close()
+    assert capsys.readouterr().out == "Sunny, 22C.\n"
+    assert tool_results(real_cli.message_requests[1].body)[0]["content"] == "22C, sunny"
+
+
 def codex_path() -> Path:
     default = REAL_HOME / ".cache" / "llm-claude-max" / "codex-cli" / CODEX_VERSION / "node_modules" / ".bin" / "codex"
     path = Path(os.environ.get("CLAUDE_MAX_TEST_CODEX") or default)
@@ -179,23 +205,14 @@ def test_codex_cli_reads_a_file_with_its_own_tool(server: Server, real_cli: Fake
     (work / "notes.txt").write_text("The secret word is periwinkle.\n")
     codex_home = tmp_path / "codex-home"
     codex_home.mkdir()
-    (codex_home / "config.toml").write_text(
-        'model = "claude-max"\n'
-        'model_provider = "claude-max"\n'
-        'web_search = "disabled"\n'
-        "[model_providers.claude-max]\n"
-        'name = "claude-max"\n'
-        f'base_url = "{server.base}"\n'
-        'wire_api = "responses"\n'
-        "request_max_retries = 0\n"
-        "stream_max_retries = 0\n"
-    )
+    config = documented("~/.codex/config.toml`:", "toml").replace("http://127.0.0.1:8765/v1", server.base)
+    (codex_home / "config.toml").write_text(config)
     real_cli.enqueue(
         Reply(text="", tool_uses=[ToolUse("exec_command", {"cmd": "cat notes.txt"})]),
         Reply(text="The note says the secret word is periwinkle."),
     )
     done = subprocess.run(
-        [str(codex_path()), "exec", "--skip-git-repo-check", "What does notes.txt say?"],
+        [str(codex_path()), "exec", *NO_RETRIES, "--skip-git-repo-check", "What does notes.txt say?"],
         check=False,
         cwd=work,
         env={**os.environ, "CODEX_HOME": str(codex_home)},
