@@ -112,6 +112,7 @@ def test_parameters(client: anthropic.Anthropic, server: Server, real_cli: FakeA
         Reply(text="one two STOP three"),
         Reply(text="one two STOP three"),
         Reply(structured={"city": "Rome"}),
+        Reply(structured={"city": "Oslo"}),
         Reply(thinking="Hmm, a greeting.", text="Hi."),
         Reply(thinking="Hmm, a greeting.", text="Hi."),
         Reply(text="partial", stop_reason="max_tokens"),
@@ -137,6 +138,14 @@ def test_parameters(client: anthropic.Anthropic, server: Server, real_cli: FakeA
         output_config={"effort": "low"},
     )
     assert forced.stop_reason == "tool_use" and forced.content[0].input == {"city": "Rome"}  # type: ignore[union-attr]
+    with client.messages.stream(
+        model="claude-max",
+        max_tokens=100,
+        messages=[user("q")],
+        output_config={"format": {"type": "json_schema", "schema": WEATHER["input_schema"]}},
+    ) as stream:
+        pieces = list(stream.text_stream)
+    assert len(pieces) > 2 and json.loads("".join(pieces)) == {"city": "Oslo"}  # written as it came
     assert real_cli.message_requests[2].body["output_config"]["effort"] == "low"  # type: ignore[index]
 
     thought = client.messages.create(model="claude-max", max_tokens=100, messages=[user("hi")])
@@ -148,7 +157,7 @@ def test_parameters(client: anthropic.Anthropic, server: Server, real_cli: FakeA
 
     # Last: at the limit the CLI asks the model to go on in one more request, which the server cuts short.
     cut = client.messages.create(model="claude-max", max_tokens=5, messages=[user("long")])
-    assert cut.stop_reason == "max_tokens" and real_cli.message_requests[5].body["max_tokens"] == 5  # type: ignore[index]
+    assert cut.stop_reason == "max_tokens" and real_cli.message_requests[6].body["max_tokens"] == 5  # type: ignore[index]
 
 
 async def test_pydantic_ai_anthropic_model_with_a_tool(server: Server, real_cli: FakeAnthropicAPI) -> None:

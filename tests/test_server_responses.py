@@ -4,6 +4,7 @@ CLI, with the real CLI against a fake API that plays a tool-calling model."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from llm_claude_max.server.apis import openai_responses
 
 from .fakeapi import FakeAnthropicAPI, Reply, ToolUse, tool_results
 from .server_process import Server
+from .test_plugin_real import png_bytes
 
 pytestmark = pytest.mark.real_cli
 REAL_HOME = Path.home()
@@ -135,10 +137,22 @@ def test_parse_with_a_schema(server: Server, real_cli: FakeAnthropicAPI) -> None
         name: str
         population: int
 
-    real_cli.enqueue(Reply(structured={"name": "Lima", "population": 10000000}))
-    parsed = server.client().responses.parse(model="claude-max", input="A big city?", text_format=City)
+    lima = {"name": "Lima", "population": 10000000}
+    real_cli.enqueue(Reply(structured=lima), Reply(structured=lima))
+    client = server.client()
+    png = base64.b64encode(png_bytes()).decode()
+    image = {"type": "input_image", "image_url": f"data:image/png;base64,{png}"}
+    question = [{"role": "user", "content": [{"type": "input_text", "text": "This city?"}, image]}]
+    parsed = client.responses.parse(model="claude-max", input=question, text_format=City)  # type: ignore[arg-type]
     assert parsed.output_parsed == City(name="Lima", population=10000000)
     assert "StructuredOutput" in [t["name"] for t in real_cli.message_requests[0].body["tools"]]  # type: ignore[index]
+    sent = [b for m in real_cli.message_requests[0].body["messages"] for b in m["content"] if isinstance(b, dict)]  # type: ignore[index]
+    assert any(b["type"] == "image" and b["source"]["data"] == png for b in sent)
+
+    with client.responses.stream(model="claude-max", input="A big city?", text_format=City) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert len(deltas) > 2 and final.output_parsed == City(name="Lima", population=10000000)  # written as it came
 
 
 async def test_openai_agents_default_agent_with_a_function_tool(server: Server, real_cli: FakeAnthropicAPI) -> None:

@@ -305,7 +305,6 @@ class Context:
     thinking: bool = True
     """Thinking goes in the answer (not with ``thinking`` disabled or its display omitted)."""
     id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex}")
-    stream: _Stream | None = None
 
 
 class Adapter:
@@ -397,7 +396,7 @@ class Adapter:
 
     async def stream(self, call: Call, events: AsyncIterator[Start | TurnEvent]) -> AsyncIterator[ServerSentEvent]:
         context: Context = call.context
-        state = context.stream = _Stream(context)
+        state = _Stream(context)
         yield state.start_event()
         yield _event("ping", {"type": "ping"})
         async for event in events:
