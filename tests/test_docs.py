@@ -69,6 +69,8 @@ def test_readme_tools_example_runs(real_cli: FakeAnthropicAPI, login: Path, caps
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     assert capsys.readouterr().out.strip() == "It is 22C and sunny in Paris; noted."
     assert [r["content"] for r in tool_results(real_cli.message_requests[1].body)] == ["22C, sunny", "1 notes"]
+
+
 def test_server_parameter_table_matches_the_chat_completions_adapter() -> None:
     """Every Chat Completions parameter is in docs/server.md's table, as applied, refused or ignored, and
     the ignored ones are exactly those the server names in X-Claude-Max-Ignored."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,7 +23,7 @@ from ..content import Turn
 from ..errors import ClaudeMaxError, InvalidRequest
 from ..usage import gate as usage_gate
 from . import hosts, images, keys, openapi, throttle
-from .apis import common, openai_chat
+from .apis import anthropic_messages, common, openai_chat, openai_responses
 from .engine import Engine
 from .exchange import Call, Exchange, Limits
 
@@ -50,8 +50,20 @@ class AppConfig:
     """Called once the server accepts requests and handles signals, with the orphans it reaped."""
 
 
-def error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(openai_chat.error_body(message, code, status), status_code=status, headers=headers)
+def error(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None, *, anthropic: bool = False
+) -> JSONResponse:
+    """An error in the caller's API's shape: Anthropic's for Anthropic clients, OpenAI's for the others."""
+    if anthropic:
+        body = anthropic_messages.error_body(message, anthropic_messages.error_type(status, code))
+    else:
+        body = openai_chat.error_body(message, code, status)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def speaks_anthropic(path: str, headers: Mapping[str, str]) -> bool:
+    """An Anthropic client: the Messages API's paths, or the ``anthropic-version`` header its SDKs always send."""
+    return path.startswith("/v1/messages") or "anthropic-version" in headers
 
 
 def _lock_until() -> int | None:
@@ -65,6 +77,8 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
     exchange = Exchange(engine, Limits(max_body_bytes=config.max_body_bytes, show_stderr=config.loopback))
     chat_api = openai_chat.Adapter(lock_until=_lock_until)
     fetcher = config.image_fetcher or images.Fetcher(images.Limits(max_image_bytes=config.max_image_bytes))
+    responses_api = openai_responses.Adapter(lock_until=_lock_until)
+    messages_api = anthropic_messages.Adapter(lock_until=_lock_until)
 
     def remote_urls(call: Call) -> list[str]:
         request = call.request
@@ -97,15 +111,30 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
     async def chat(request: Request) -> Response:
         return await exchange.handle(request, chat_api, check=check_images, prepare=fetch_images)
 
+    async def responses(request: Request) -> Response:
+        return await exchange.handle(request, responses_api, check=check_images, prepare=fetch_images)
+
+    async def messages(request: Request) -> Response:
+        return await exchange.handle(request, messages_api, check=check_images, prepare=fetch_images)
+
+    async def count_tokens(request: Request) -> Response:
+        status, body = anthropic_messages.count_tokens_refusal()
+        return JSONResponse(body, status_code=status)
+
     async def models(request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [_model(e) for e in catalog.load()]})
+        entries = catalog.load()
+        if speaks_anthropic(request.url.path, request.headers):
+            data = [_anthropic_model(e) for e in entries]
+            return JSONResponse({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
+        return JSONResponse({"object": "list", "data": [_model(e) for e in entries]})
 
     async def model(request: Request) -> Response:
         wanted = request.path_params["model"]
+        anthropic = speaks_anthropic(request.url.path, request.headers)
         for entry in catalog.load():
             if wanted in (entry.model_id, entry.alias):
-                return JSONResponse(_model(entry))
-        return error(404, f"The model {wanted!r} does not exist here.", "model_not_found")
+                return JSONResponse(_anthropic_model(entry) if anthropic else _model(entry))
+        return error(404, f"The model {wanted!r} does not exist here.", "model_not_found", anthropic=anthropic)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -152,6 +181,9 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
 
     routes = [
         Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/responses", responses, methods=["POST"]),
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
@@ -173,12 +205,15 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
+        anthropic = speaks_anthropic(request.url.path, request.headers)
         if status == 405:
-            return error(405, f"{request.method} is not allowed on {request.url.path}.", "method_not_allowed")
-        return error(404, f"There is nothing at {request.url.path}.", "not_found")
+            message = f"{request.method} is not allowed on {request.url.path}."
+            return error(405, message, "method_not_allowed", anthropic=anthropic)
+        return error(404, f"There is nothing at {request.url.path}.", "not_found", anthropic=anthropic)
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        return error(500, f"Internal error: {type(exc).__name__}. The server log has the details.", "internal_error")
+        message = f"Internal error: {type(exc).__name__}. The server log has the details."
+        return error(500, message, "internal_error", anthropic=speaks_anthropic(request.url.path, request.headers))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -207,6 +242,12 @@ def _model(entry: catalog.CatalogModel) -> dict[str, Any]:
     }
 
 
+def _anthropic_model(entry: catalog.CatalogModel) -> dict[str, Any]:
+    """A model as the Anthropic API lists one (the catalog knows no release date: the epoch stands for it)."""
+    name = entry.description or entry.resolved or entry.alias
+    return {"type": "model", "id": entry.model_id, "display_name": name, "created_at": "1970-01-01T00:00:00Z"}
+
+
 class _Guard:
     """Every request passes here first.
 
@@ -231,31 +272,36 @@ class _Guard:
         authorization = headers.get("authorization", "")
         if authorization.lower().startswith("bearer "):
             given = authorization[7:].strip()
-        refusal = self._web_page(scope, headers) or self._unauthorised(scope, given)
+        anthropic = speaks_anthropic(scope.get("path", ""), headers)
+        refusal = self._web_page(scope, headers, anthropic) or self._unauthorised(scope, given, anthropic)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
         scope.setdefault("state", {})["caller"] = hashlib.sha256((given or "").encode()).hexdigest()[:16]
         await self.app(scope, receive, send)
 
-    def _web_page(self, scope: Scope, headers: dict[str, str]) -> JSONResponse | None:
+    def _web_page(self, scope: Scope, headers: dict[str, str], anthropic: bool) -> JSONResponse | None:
         origin = headers.get("origin")
         if origin is not None and origin not in self.config.cors_origins:
             message = f"Requests from the web origin {origin} are not allowed (see --cors-origin)."
-            return error(403, message, "origin_not_allowed")
+            return error(403, message, "origin_not_allowed", anthropic=anthropic)
         # Browsers label even no-CORS requests (an <img> pointing here) that carry no Origin.
         if origin is None and headers.get("sec-fetch-site") in ("cross-site", "same-site"):
-            return error(403, "Requests from other web sites are not allowed.", "origin_not_allowed")
+            return error(
+                403, "Requests from other web sites are not allowed.", "origin_not_allowed", anthropic=anthropic
+            )
         host = headers.get("host", "")
         if self.config.loopback and not hosts.is_loopback(host):
-            return error(400, f"Host {host!r} is not this machine's loopback address.", "invalid_host")
+            message = f"Host {host!r} is not this machine's loopback address."
+            return error(400, message, "invalid_host", anthropic=anthropic)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if scope.get("method") == "POST" and content_type != "application/json":
-            return error(415, "Send the request body as application/json.", "unsupported_media_type")
+            message = "Send the request body as application/json."
+            return error(415, message, "unsupported_media_type", anthropic=anthropic)
         return None
 
-    def _unauthorised(self, scope: Scope, given: str | None) -> JSONResponse | None:
+    def _unauthorised(self, scope: Scope, given: str | None, anthropic: bool) -> JSONResponse | None:
         expected = self.config.key
         if expected is None or scope.get("path") in PUBLIC_PATHS or keys.matches(given, expected):
             return None
-        return error(401, keys.refusal(), "invalid_api_key")
+        return error(401, keys.refusal(), "invalid_api_key", anthropic=anthropic)

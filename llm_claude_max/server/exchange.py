@@ -95,8 +95,8 @@ class Adapter(Protocol):
     def error(self, exc: ClaudeMaxError) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Status, body and headers of an error answer."""
 
-    def stream_error(self, exc: ClaudeMaxError) -> Iterable[ServerSentEvent]:
-        """The events that end a stream with an error."""
+    def stream_error(self, call: Call, exc: ClaudeMaxError) -> Iterable[ServerSentEvent]:
+        """The events that end a stream with an error (``call.context`` holds what was streamed so far)."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ class Exchange:
                 except ClaudeMaxError as failure:
                     stopped = ServerStopping("The server is shutting down; the answer was cut here.")
                     # (when the server stops, it ended every process on its way out: that is the error)
-                    for sse in api.stream_error(self._hidden(stopped if stopping.is_set() else failure)):
+                    for sse in api.stream_error(call, self._hidden(stopped if stopping.is_set() else failure)):
                         yield sse
 
         # The reading before this request: a stream's own comes after its text (usage/gate.py).

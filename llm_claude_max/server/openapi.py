@@ -8,15 +8,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .apis import openai_chat
+from .apis import anthropic_messages, openai_chat, openai_responses
 
 REF = "#/components/schemas/{model}"
 
 
 def _schema(model: type[BaseModel], components: dict[str, Any], mode: str = "validation") -> dict[str, Any]:
     schema = model.model_json_schema(ref_template=REF, mode=mode)  # type: ignore[arg-type]
-    components.update(schema.pop("$defs", {}))
-    components[model.__name__] = schema
+    for name, part in {**schema.pop("$defs", {}), model.__name__: schema}.items():
+        if components.setdefault(name, part) != part:  # two APIs' models of one name: rename one
+            raise ValueError(f"Two different models are named {name} in the OpenAPI document.")
     return {"$ref": REF.format(model=model.__name__)}
 
 
@@ -28,7 +29,7 @@ def _errors(components: dict[str, Any], model: type[BaseModel]) -> dict[str, Any
         for status, text in (
             (400, "Invalid request"),
             (401, "Missing or wrong API key"),
-            (404, "Unknown model or conversation"),
+            (404, "Unknown model, conversation or previous response"),
             (413, "Request body too large"),
             (429, "Busy, or the plan's usage limit reached (Retry-After)"),
             (502, "The Claude API or the CLI failed"),
@@ -69,7 +70,41 @@ def document() -> dict[str, Any]:
             "OpenAI Chat Completions, with function calling",
             components,
         ),
-        "/v1/models": {"get": {"summary": "The models the CLI offers", "responses": {"200": {"description": "OK"}}}},
+        "/v1/responses": _post(
+            openai_responses.ResponseRequest,
+            openai_responses.ResponseObject,
+            openai_chat.ErrorBody,
+            "OpenAI Responses API, with function calling and previous_response_id",
+            components,
+        ),
+        "/v1/messages": _post(
+            anthropic_messages.MessagesRequest,
+            anthropic_messages.MessageObject,
+            anthropic_messages.AnthropicErrorBody,
+            "Anthropic Messages API, with tool use",
+            components,
+        ),
+        "/v1/messages/count_tokens": {
+            "post": {
+                "summary": "Not available: the CLI cannot count tokens without a request (501, with the reason)",
+                "responses": {
+                    "501": {
+                        "description": "Not available",
+                        "content": {
+                            "application/json": {
+                                "schema": _schema(anthropic_messages.AnthropicErrorBody, components, "serialization")
+                            }
+                        },
+                    }
+                },
+            }
+        },
+        "/v1/models": {
+            "get": {
+                "summary": "The models the CLI offers (the Anthropic shape with an `anthropic-version` header)",
+                "responses": {"200": {"description": "OK"}},
+            }
+        },
         "/v1/models/{model}": {
             "get": {
                 "summary": "One model",

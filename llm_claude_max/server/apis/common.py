@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +17,7 @@ from pydantic import ValidationError
 
 from ... import catalog
 from ...content import Block, media_block
-from ...errors import InvalidRequest, ModelNotFound
+from ...errors import ClaudeMaxError, InvalidRequest, ModelNotFound, PaidUsageRefused, UsageLimitReached
 from ...runner.pool import Start
 from ...runner.session import Outcome
 from ...tools import ToolSpec
@@ -42,13 +44,35 @@ def resolve_model(model: Any) -> tuple[str, str | None]:
 
 
 def invalid(error: ValidationError) -> InvalidRequest:
-    """A pydantic validation error as one precise 400: where, and what is wrong."""
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
-    message = first["msg"].removeprefix("Value error, ")
+    """A pydantic validation error as one precise 400: where, and what is wrong. Of the errors of a union's
+    branches, the one that went deepest into the input says the most."""
+    paths = [_where(e["loc"]) for e in error.errors()]
+    deepest = max(range(len(paths)), key=lambda n: (len(paths[n]), -n))
+    where = ".".join(paths[deepest])
+    message = error.errors()[deepest]["msg"].removeprefix("Value error, ")
     exc = InvalidRequest(f"{where}: {message}" if where else message)
     exc.param = where or None  # type: ignore[attr-defined]
     return exc
+
+
+def _where(loc: Sequence[int | str]) -> list[str]:
+    """A pydantic error location as the request's own path: without the labels of union branches
+    (``str``, ``list[...]``, class names) and the tags of tagged unions."""
+    parts: list[str] = []
+    tag_next = False
+    for part in loc:
+        text = str(part)
+        if tag_next and not isinstance(part, int):
+            tag_next = False  # a tagged union's tag, not a field
+            continue
+        if "tagged-union[" in text:
+            tag_next = True
+        elif not ("[" in text or text.startswith("function-") or text[:1].isupper() or text in TYPE_LABELS):
+            parts.append(text)
+    return parts
+
+
+TYPE_LABELS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
 
 
 def data_url_block(url: str, where: str) -> Block:
@@ -123,6 +147,8 @@ class StopFilter:
     stops: tuple[str, ...]
     held: str = ""
     stopped: bool = False
+    matched: str | None = None
+    """The stop string that ended the text (the Anthropic API reports it)."""
     shown: list[str] = field(default_factory=list)
 
     def feed(self, text: str) -> str:
@@ -131,8 +157,9 @@ class StopFilter:
                 self.shown.append(text)
             return "" if self.stopped else text
         self.held += text
-        cut = min((i for s in self.stops if (i := self.held.find(s)) >= 0), default=-1)
-        if cut >= 0:
+        found = find_stop(self.held, self.stops)
+        if found is not None:
+            cut, self.matched = found
             out, self.held, self.stopped = self.held[:cut], "", True
             self.shown.append(out)
             return out
@@ -151,9 +178,14 @@ class StopFilter:
         return "".join(self.shown)
 
 
+def find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
+    """Where the first stop string in ``text`` starts, and which one it is."""
+    return min(((i, s) for s in stops if (i := text.find(s)) >= 0), default=None)
+
+
 def apply_stops(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    cut = min((i for s in stops if (i := text.find(s)) >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
+    found = find_stop(text, stops)
+    return (text[: found[0]], True) if found is not None else (text, False)
 
 
 def ignored_header(names: Iterable[str]) -> dict[str, str]:
@@ -195,6 +227,26 @@ def metadata(outcome: Outcome, start: Start | None) -> dict[str, Any]:
         "warnings": list(summary.warnings),
         "extra": dict(summary.extra),
     }
+
+
+def error_status(exc: ClaudeMaxError, *, lock_until: int | None = None) -> tuple[int, dict[str, str]]:
+    """The HTTP status of an error and its headers (``Retry-After`` until a window resets, or a few seconds
+    after an overload), whatever the API's error body."""
+    status = exc.http_status
+    headers: dict[str, str] = {}
+    retry_at: float | None = None
+    if isinstance(exc, UsageLimitReached) and exc.resets_at is not None:
+        retry_at = exc.resets_at.timestamp()
+    elif isinstance(exc, PaidUsageRefused) and lock_until:
+        retry_at = lock_until
+    retry_after = getattr(exc, "retry_after", None)  # the server's own estimate (ServerBusy)
+    if retry_at is not None:
+        retry_after = retry_at - time.time()
+    if status == 429:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after if retry_after is not None else 60)))
+    elif status == 503 and exc.code == "api_error":
+        headers["Retry-After"] = "5"
+    return status, headers
 
 
 def cut_by_limit(outcome: Outcome) -> bool:

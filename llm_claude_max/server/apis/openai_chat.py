@@ -9,7 +9,6 @@ table). ``tool_choice`` ``required`` or a named function is applied through the 
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sse_starlette import ServerSentEvent
 
 from ...content import Block, Turn, replay_block, text_block
-from ...errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused, StructuredOutputRetried, UsageLimitReached
+from ...errors import ClaudeMaxError, InvalidRequest, PaidUsageRefused, StructuredOutputRetried
 from ...request import TurnRequest
 from ...runner.command import MAX_OUTPUT_TOKENS, CommandSpec, SystemPlacement
 from ...runner.pool import Start
@@ -762,24 +761,11 @@ def error_body(message: str, code: str, status: int, param: str | None = None) -
 
 
 def error(exc: ClaudeMaxError, *, lock_until: int | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
-    status = exc.http_status
-    headers: dict[str, str] = {}
-    retry_at: float | None = None
-    if isinstance(exc, UsageLimitReached) and exc.resets_at is not None:
-        retry_at = exc.resets_at.timestamp()
-    elif isinstance(exc, PaidUsageRefused) and lock_until:
-        retry_at = lock_until
-    retry_after = getattr(exc, "retry_after", None)  # the server's own estimate (ServerBusy)
-    if retry_at is not None:
-        retry_after = retry_at - time.time()
-    if status == 429:
-        headers["Retry-After"] = str(max(1, math.ceil(retry_after if retry_after is not None else 60)))
-    elif status == 503 and exc.code == "api_error":
-        headers["Retry-After"] = "5"
+    status, headers = common.error_status(exc, lock_until=lock_until)
     return status, error_body(str(exc), exc.code, status, getattr(exc, "param", None)), headers
 
 
-def stream_error(exc: ClaudeMaxError) -> list[ServerSentEvent]:
+def stream_error(call: Call, exc: ClaudeMaxError) -> list[ServerSentEvent]:
     status, body, _ = error(exc)
     body["error"]["status"] = status
     return [_sse(body)]
