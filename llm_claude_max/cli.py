@@ -133,7 +133,11 @@ TOS_WARNING = (
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (then an API key is always required).")
 @click.option("--require-key", is_flag=True, help="Require the API key on loopback too.")
 @click.option(
-    "--pool-size", default=2, show_default=True, type=click.IntRange(0, 32), help="Warm processes kept ready."
+    "--pool-size",
+    default=2,
+    show_default=True,
+    type=click.IntRange(0, 32),
+    help="Processes kept ready for new conversations (started ahead, or recycled).",
 )
 @click.option(
     "--max-concurrency", default=4, show_default=True, type=click.IntRange(1, 64), help="Prompts running at once."
@@ -157,6 +161,20 @@ TOS_WARNING = (
 @click.option(
     "--cors-origin", multiple=True, help="Allow browser requests from this origin (repeatable; default: none)."
 )
+@click.option(
+    "--recycle/--no-recycle",
+    default=True,
+    show_default=True,
+    help="Reset a finished conversation's process for the next new one instead of starting another "
+    "(docs/recycling.md: what the model sees).",
+)
+@click.option(
+    "--max-conversations",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="A recycled process is ended after this many conversations.",
+)
 @click.option("--max-body-mb", default=20, show_default=True, type=click.IntRange(1, 200), help="Largest request body.")
 @click.option(
     "--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
@@ -173,6 +191,8 @@ def serve(
     idle_timeout: int,
     allow_remote_images: bool,
     cors_origin: tuple[str, ...],
+    recycle: bool,
+    max_conversations: int,
     max_body_mb: int,
     log_level: str,
 ) -> None:
@@ -195,6 +215,8 @@ def serve(
         idle_seconds=float(idle_timeout),
         allow_remote_images=allow_remote_images,
         cors_origins=cors_origin,
+        recycle=recycle,
+        max_conversations=max_conversations,
         max_body_bytes=max_body_mb * 1024 * 1024,
         log_level=log_level,
     )

@@ -34,6 +34,8 @@ class ServeOptions:
     idle_seconds: float = 600.0
     allow_remote_images: bool = False
     cors_origins: tuple[str, ...] = ()
+    recycle: bool = True
+    max_conversations: int = 50
     max_body_bytes: int = 20 * 1024 * 1024
     log_level: str = "warning"
 
@@ -85,6 +87,8 @@ def run(options: ServeOptions) -> None:
             idle_seconds=options.idle_seconds,
             timeouts=Timeouts(),
             policy=policy,
+            recycle=options.recycle,
+            max_conversations=options.max_conversations,
         ),
         record,
     )
