@@ -12,6 +12,7 @@ ALLOW_API_BILLING = "CLAUDE_MAX_ALLOW_API_BILLING"
 ALLOW_OVERAGE = "CLAUDE_MAX_ALLOW_OVERAGE"
 SERVER = "CLAUDE_MAX_SERVER"
 SERVER_KEY = "CLAUDE_MAX_SERVER_KEY"
+WARM = "CLAUDE_MAX_WARM"
 
 DOCUMENTED: dict[str, str] = {
     CLI: "path of the `claude` executable (default: `claude` on PATH)",
@@ -22,6 +23,7 @@ DOCUMENTED: dict[str, str] = {
     "(default ~/.local/state/llm-claude-max)",
     SERVER: "URL of a running `claude-max serve`; the llm plugin then sends prompts through it",
     SERVER_KEY: "API key for a `claude-max serve` that requires one",
+    WARM: "1 = llm prompts start a private warm server when none runs, and go through it (`llm claude-max warm`)",
 }
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

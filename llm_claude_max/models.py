@@ -19,7 +19,7 @@ import llm
 from llm.parts import StreamEvent
 from pydantic import Field, field_validator
 
-from . import catalog, config, content, conversation, guard
+from . import catalog, config, content, conversation, guard, warm
 from .catalog import CatalogModel
 from .content import Turn
 from .errors import ClaudeMaxError, ClaudeTimeout, InvalidRequest
@@ -160,7 +160,15 @@ class _Shared:
         try:
             settings = config.Settings.from_env()
             server = os.environ.get(config.SERVER)
-            events = self._via_server(prompt, options, server) if server else self._local(prompt, options, settings)
+            if server:
+                events = self._via_server(prompt, options, server, os.environ.get(config.SERVER_KEY))
+            else:
+                events = warm.route(
+                    os.environ,
+                    options,
+                    via=lambda found: self._via_server(prompt, options, found.url, found.key, uds=found.socket),
+                    local=lambda: self._local(prompt, options, settings),
+                )
             async for event in events:
                 for out in self._translate(event, prompt, response):
                     yield out
@@ -250,9 +258,9 @@ class _Shared:
                 yield event
 
     async def _via_server(
-        self, prompt: llm.Prompt, options: ClaudeMaxOptions, url: str
+        self, prompt: llm.Prompt, options: ClaudeMaxOptions, url: str, key: str | None, *, uds: str | None = None
     ) -> AsyncIterator[TurnEvent | Finished]:
-        """The prompt through a running `claude-max serve` (``CLAUDE_MAX_SERVER``)."""
+        """The prompt through a running `claude-max serve` (``CLAUDE_MAX_SERVER``, or the warm server)."""
         from .server import client
 
         local_only = {"allow_api_billing", "allow_overage", "claude_tools", "claude_tools_dir", "cli"}
@@ -271,7 +279,7 @@ class _Shared:
             extension["max_retries"] = options.max_retries
         events = client.prompt(
             url,
-            os.environ.get(config.SERVER_KEY),
+            key,
             model=self.model_id,
             messages=client.openai_messages(split.system or None, turns),
             schema=prompt.schema,  # type: ignore[arg-type]
@@ -279,6 +287,7 @@ class _Shared:
             tools=tool_specs(prompt.tools),
             read_timeout=(options.idle_timeout or Timeouts.idle) + 30,
             connect_timeout=options.start_timeout or 5.0,
+            uds=uds,
         )
         total = options.timeout or Timeouts.total
         # The deadline bounds each read, never the caller's own work between two events.

@@ -18,6 +18,10 @@ from ..runner.session import Notice, Reasoning, Summary, Text, ToolCallArgs, Too
 from ..tools import ToolCall, ToolSpec
 
 
+class Unreachable(errors.CLINotFound):
+    """The server could not be reached, or stopped before taking the prompt: nothing was sent to it."""
+
+
 @dataclass(frozen=True)
 class Finished:
     """A step ended: with the model's answer, or (``calls``) with calls of the caller's tools."""
@@ -90,6 +94,8 @@ def _raise_for(payload: Any, status: int) -> None:
         raise errors.ProtocolError(f"The claude-max server answered {status} without an error object.")
     cls = errors.by_code(error.get("code"))
     message = str(error.get("message") or f"HTTP {status}")
+    if error.get("code") == "server_stopping":
+        raise Unreachable(message)
     if cls is errors.ClaudeMaxError:
         raise errors.APIError(f"The claude-max server answered {status}: {message}", status=status)
     if cls is errors.APIError:
@@ -110,7 +116,10 @@ async def prompt(
     read_timeout: float,
     connect_timeout: float = 5.0,
     tools: Sequence[ToolSpec] = (),
+    uds: str | None = None,
 ) -> AsyncGenerator[Text | Reasoning | Notice | ToolCallStarted | ToolCallArgs | Finished, None]:
+    """The prompt's events from the server at ``url`` (through the Unix socket ``uds`` when given).
+    :class:`Unreachable` when it could not be reached: then nothing was sent."""
     import httpx
 
     body: dict[str, Any] = {
@@ -132,8 +141,9 @@ async def prompt(
     model_id: str | None = None
     calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
     try:
+        transport = httpx.AsyncHTTPTransport(uds=uds) if uds else None
         async with (
-            httpx.AsyncClient(timeout=timeout, trust_env=False) as client,
+            httpx.AsyncClient(timeout=timeout, trust_env=False, transport=transport) as client,
             client.stream("POST", endpoint, json=body, headers=headers) as response,
         ):
             if response.status_code != 200:
@@ -174,6 +184,11 @@ async def prompt(
                     for call in delta.get("tool_calls") or []:
                         for event in _tool_call_delta(calls, call):
                             yield event
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise Unreachable(
+            f"The claude-max server at {uds or url} cannot be reached ({exc}). Start it with `claude-max serve`, "
+            "or unset CLAUDE_MAX_SERVER to run the CLI directly."
+        ) from exc
     except httpx.TimeoutException as exc:
         raise errors.ClaudeTimeout(f"The claude-max server at {url} sent nothing for {read_timeout:g} s.") from exc
     except httpx.HTTPError as exc:
@@ -191,7 +206,7 @@ async def prompt(
             cost_usd=meta.get("cost_estimate_usd"),
             continued=str(meta.get("continued") or "new"),
             warnings=tuple(meta.get("warnings") or ()),
-            extra={**(meta.get("extra") or {}), "process": meta.get("process"), "via": url},
+            extra={**(meta.get("extra") or {}), "process": meta.get("process"), "via": uds or url},
         ),
         tuple(ToolCall(i, n, json.loads(a or "{}")) for i, n, a in calls.values()),
     )

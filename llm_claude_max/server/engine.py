@@ -108,6 +108,7 @@ class Engine(Pool):
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._waiting = 0
         self._running = 0
+        self._active_at = time.monotonic()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.on_spawn = self._recorded
         self.on_end = self._unrecorded
@@ -280,7 +281,14 @@ class Engine(Pool):
             yield
         finally:
             self._running -= 1
+            self._active_at = time.monotonic()
             self._slots.release()
+
+    def quiet_for(self) -> float:
+        """How long no step has run or waited (0 while one does)."""
+        if self._running or self._waiting:
+            return 0.0
+        return time.monotonic() - self._active_at
 
     def health(self) -> dict[str, Any]:
         return {
