@@ -113,6 +113,8 @@ class Pool:
         self.on_spawn: Callable[[Session], None] | None = None
         self.on_end: Callable[[Session], None] | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._exiting: set[asyncio.Task[None]] = set()
+        """Processes told to exit after their answer, not yet gone (waited for by :meth:`end_all`)."""
         self._closed = False
 
     # -- the strategy ------------------------------------------------------------------------------
@@ -144,7 +146,10 @@ class Pool:
             finally:
                 if session is not None and not kept:
                     # Ended gracefully only after a finished answer; killed on every other way out.
-                    await self._end(session, graceful=isinstance(ended, Done))
+                    if isinstance(ended, Done):
+                        self._exit_later(session)
+                    else:
+                        await self._end(session)
 
     def _plans(self, request: TurnRequest, cli: ClaudeCLI) -> Iterator[Plan]:
         results = request.tool_results
@@ -322,6 +327,17 @@ class Pool:
         catalog.remember(session.initialize.get("models"), cli.env)
         return session
 
+    def _exit_later(self, session: Session) -> None:
+        """End a process whose answer is complete without making its caller wait: its input is closed now
+        and it exits by itself (about 30 ms; its transcript is complete then); :meth:`end_all` waits for it."""
+        self.sessions.discard(session)
+        if session.proc is not None:
+            session.proc.close_stdin()
+        task = asyncio.ensure_future(self._end(session, graceful=True))
+        self._exiting.add(task)
+        task.add_done_callback(self._exiting.discard)
+        task.add_done_callback(_log_failure)
+
     async def _end(self, session: Session, *, graceful: bool = False) -> None:
         """End a process: ``graceful`` (its input closed) only when it is idle after a finished answer;
         otherwise killed (paused, failed, cancelled): closing the input of a busy CLI lets it go on."""
@@ -359,6 +375,7 @@ class Pool:
         """End every process started here (the pool stays usable)."""
         self.paused.clear()
         self.live.clear()
+        await asyncio.gather(*self._exiting, return_exceptions=True)
         await self.recycler.end_all()
         await asyncio.gather(*(self._end(s) for s in list(self.sessions)), return_exceptions=True)
 
