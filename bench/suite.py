@@ -735,8 +735,8 @@ def bench_warm(runs: int) -> Report:
                 server.wait()
             log.close()
             sandbox.spared.discard(server.pid)
-        with sqlite3.connect(sandbox.root / "llm" / "logs.db") as db:
-            rows = [json.loads(r[0]) for r in db.execute("select response_json from responses")]
+        with sqlite3.connect(sandbox.root / "llm" / "logs.db") as db:  # llm 0.36 logs prompts as turns
+            rows = [json.loads(r[0]) for r in db.execute("select response_json from turns") if r[0]]
         leftovers = sandbox.leftovers
     routes = Counter(f"{'warm server' if r.get('via') else 'own CLI'}: {r.get('process') or 'cold'}" for r in rows)
     p, d, v, r = (results[c.label] for c in (through, direct, version, raw))

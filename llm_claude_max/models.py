@@ -19,16 +19,13 @@ import llm
 from llm.parts import StreamEvent
 from pydantic import Field, field_validator
 
-from . import catalog, config, content, conversation, guard, warm
+from . import catalog, config, content, conversation, warm
 from .catalog import CatalogModel
 from .content import Turn
 from .errors import ClaudeMaxError, ClaudeTimeout, InvalidRequest
-from .request import TurnRequest
-from .runner.client import ClaudeCLI
 from .runner.command import CommandSpec, SystemPlacement
 from .runner.loop import background
-from .runner.pool import Start
-from .runner.session import (
+from .runner.turn import (
     ClaudeToolRan,
     Deferred,
     Done,
@@ -36,13 +33,15 @@ from .runner.session import (
     Reasoning,
     Summary,
     Text,
-    Timeouts,
     ToolCallArgs,
     ToolCallStarted,
     TurnEvent,
 )
 from .server.client import Finished
 from .tools import ToolSpec
+
+# The runner (processes, the pool, the billing guard) is imported when a prompt runs its own CLI: a prompt
+# through a server does not need it.
 
 
 class ClaudeMaxOptions(llm.Model.Options):
@@ -208,6 +207,12 @@ class _Shared:
         self, prompt: llm.Prompt, options: ClaudeMaxOptions, settings: config.Settings
     ) -> AsyncIterator[Any]:
         """The prompt through the user's CLI, on the background loop that keeps paused processes."""
+        from . import guard
+        from .request import TurnRequest
+        from .runner.client import ClaudeCLI
+        from .runner.pool import Start
+        from .runner.session import Timeouts
+
         placement = options.system_placement or SystemPlacement.REPLACE
         policy = guard.Policy.from_settings(
             settings, allow_api_billing=options.allow_api_billing, allow_overage=options.allow_overage
@@ -261,6 +266,7 @@ class _Shared:
         self, prompt: llm.Prompt, options: ClaudeMaxOptions, url: str, key: str | None, *, uds: str | None = None
     ) -> AsyncIterator[TurnEvent | Finished]:
         """The prompt through a running `claude-max serve` (``CLAUDE_MAX_SERVER``, or the warm server)."""
+        from .runner.session import DEFAULT_TIMEOUTS
         from .server import client
 
         local_only = {"allow_api_billing", "allow_overage", "claude_tools", "claude_tools_dir", "cli"}
@@ -285,11 +291,11 @@ class _Shared:
             schema=prompt.schema,  # type: ignore[arg-type]
             extension=extension,
             tools=tool_specs(prompt.tools),
-            read_timeout=(options.idle_timeout or Timeouts.idle) + 30,
+            read_timeout=(options.idle_timeout or DEFAULT_TIMEOUTS.idle) + 30,
             connect_timeout=options.start_timeout or 5.0,
             uds=uds,
         )
-        total = options.timeout or Timeouts.total
+        total = options.timeout or DEFAULT_TIMEOUTS.total
         # The deadline bounds each read, never the caller's own work between two events.
         deadline = None if total is None else asyncio.get_running_loop().time() + total
         try:
