@@ -298,6 +298,7 @@ class _Shared:
         total = options.timeout or DEFAULT_TIMEOUTS.total
         # The deadline bounds each read, never the caller's own work between two events.
         deadline = None if total is None else asyncio.get_running_loop().time() + total
+        answered = [str(b.get("tool_use_id")) for b in split.new if b.get("type") == "tool_result"]
         try:
             while True:
                 try:
@@ -307,6 +308,9 @@ class _Shared:
                     return
                 except TimeoutError:
                     raise ClaudeTimeout(f"No complete answer from the claude-max server within {total:g} s.") from None
+                if isinstance(event, Finished):
+                    paused = [call.id for call in event.calls]
+                    client.track_calls(url, key, uds, paused=paused, answered=answered)
                 yield event
         finally:
             await events.aclose()

@@ -188,3 +188,17 @@ def test_ctrl_c_through_the_warm_server_ends_the_prompt_and_its_cli(api: FakeAnt
     done = llm_run("-m", "claude-max", "hi")
     assert done.returncode == 0 and last_log()["response_json"]["process"] == "warm"
     assert len(api.message_requests) == 2
+
+
+def test_a_chain_given_up_ends_its_paused_cli_in_the_server(api: FakeAnthropicAPI) -> None:
+    server = start_warm()
+    api.enqueue(Reply(text="", tool_uses=[ToolUse("multiply", {"a": 1, "b": 2})]), Reply(text="never sent"))
+    done = llm_run("-m", "claude-max", "--functions", FUNCTIONS, "--cl", "1", "q")
+    assert done.returncode == 1 and "Chain limit of 1 exceeded" in done.stderr
+    # llm exited: as its own CLI would have been, the process paused at the call in the server is ended
+    # (only the warm spare is left), without another request.
+    deadline = time.monotonic() + 30
+    while len(proctable.claude_children(server.pid)) != 1:
+        assert time.monotonic() < deadline, proctable.claude_children(server.pid)
+        time.sleep(0.05)
+    assert len(api.message_requests) == 1

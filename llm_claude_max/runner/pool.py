@@ -28,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -300,6 +300,14 @@ class Pool:
             del self.live[key]
         task = asyncio.ensure_future(self._end(held.session))
         task.add_done_callback(_log_failure)
+
+    def release(self, partition: str, call_ids: Iterable[str]) -> int:
+        """End the processes of this caller paused at these tool calls (a caller that gave up its chain: no
+        results will come). Returns how many."""
+        held = {id(h): h for c in call_ids if (h := self.paused.get((partition, c))) is not None}
+        for one in held.values():
+            self._discard(one)
+        return len(held)
 
     # -- processes ------------------------------------------------------------------------------------
     async def fresh(

@@ -213,6 +213,44 @@ async def prompt(
     )
 
 
+_paused: dict[tuple[str, str | None, str | None], set[str]] = {}
+"""(url, key, socket) -> tool calls a server's process waits at for this process's results."""
+
+
+def track_calls(url: str, key: str | None, uds: str | None, *, paused: Sequence[str], answered: Sequence[str]) -> None:
+    """Remember the tool calls a step through a server ended with (and forget those answered now), so that
+    calls nobody will answer are released when this process exits (:func:`release_paused`)."""
+    calls = _paused.setdefault((url, key, uds), set())
+    calls.difference_update(answered)
+    if paused and not _registered:
+        import atexit
+
+        atexit.register(release_paused)
+        _registered.append(True)
+    calls.update(paused)
+
+
+_registered: list[bool] = []
+
+
+def release_paused() -> None:
+    """At exit: tell each server to end its processes paused at calls of ours that were never answered (a
+    chain stopped at its limit, Ctrl-C at an approval prompt), as a CLI of our own would have been ended."""
+    httpx = _http()
+    for (url, key, uds), calls in list(_paused.items()):
+        if not calls:
+            continue
+        transport = httpx.HTTPTransport(uds=uds, verify=False) if uds else None
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        try:
+            with httpx.Client(transport=transport, timeout=5.0, trust_env=False) as client:
+                client.post(url.rstrip("/") + "/v1/claude-max/release", json={"tool_call_ids": sorted(calls)},
+                            headers=headers)  # fmt: skip
+        except httpx.HTTPError:
+            pass  # the server is gone, and its processes with it
+        calls.clear()
+
+
 def _http() -> Any:
     """httpx, or httpx2 (the same API) when `llm` has imported it already: importing httpx itself would cost
     every prompt through a server about 60 ms."""
