@@ -203,6 +203,8 @@ class Recycler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed: asyncio.Condition | None = None
         self._closed = False
+        self.on_ready: Callable[[str], None] | None = None
+        """Called with a key when a spare of it became ready (the server then keeps fewer warm ones)."""
 
     @property
     def enabled(self) -> bool:
@@ -213,6 +215,11 @@ class Recycler:
         if not self.enabled or not recyclable(request):
             return None
         return json.dumps([request.partition, flags_key(request.spec, request.cwd)])
+
+    @staticmethod
+    def flags_of(key: str) -> str:
+        """The :func:`flags_key` part of a key."""
+        return str(json.loads(key)[1])
 
     def count(self, key: str) -> int:
         """Ready and being reset."""
@@ -258,6 +265,8 @@ class Recycler:
         await self._notify()  # a waiting take() finds the spare, or knows there is none coming
         if not kept:
             await self._end(session, False)
+        elif self.on_ready is not None:
+            self.on_ready(key)
         while sum(len(v) for v in self.ready.values()) > self.config.total:
             oldest = next(iter(self.ready))
             spare = self.ready[oldest][0]

@@ -112,6 +112,7 @@ class Engine(Pool):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.on_spawn = self._recorded
         self.on_end = self._unrecorded
+        self.recycler.on_ready = self._trim_warm
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> list[int]:
@@ -233,6 +234,13 @@ class Engine(Pool):
             await self._end(session)
         else:
             self.warm.setdefault(key, []).append(session)
+
+    def _trim_warm(self, recycle: str) -> None:
+        """A recycled spare became ready: processes ready for these flags stay within ``pool_size`` (memory no
+        higher than with warm spares alone); a warm one, slower to its first token, gives way."""
+        warm = self.warm.get(self.recycler.flags_of(recycle), [])
+        while warm and len(warm) + self.recycler.count(recycle) > self.config.pool_size:
+            self._background(self._end(warm.pop(0)))
 
     def _take_warm(self, key: str) -> Session | None:
         sessions = self.warm.get(key, [])
