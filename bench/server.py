@@ -8,6 +8,7 @@ takes it out again and runs the sandbox's cleanup, which kills (and counts) anyt
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import subprocess
@@ -234,3 +235,78 @@ def _cpu_ticks(pid: int) -> int:
     """User + system CPU time of a process, in clock ticks (0 once it is gone)."""
     fields = proctable.stat(pid)
     return int(fields[11]) + int(fields[12]) if fields else 0
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time used so far by ``root`` and every process below it, those already reaped included (their
+    time is in their parent's ``cutime``/``cstime``)."""
+    ticks = 0
+    for pid in proctable.descendants(root, proctable.parents()):
+        if fields := proctable.stat(pid):
+            ticks += sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_memory_kib(root: int) -> tuple[int, int]:
+    """(VmRSS, RssAnon) of ``root`` and every process below it, in KiB, summed (RssAnon is private memory:
+    the CLI binary's shared pages are in VmRSS once per process)."""
+    rss = anon = 0
+    for pid in proctable.descendants(root, proctable.parents()):
+        status = proctable.status(pid)
+        if "VmRSS" in status:
+            rss += int(status["VmRSS"].split()[0])
+            anon += int(status.get("RssAnon", "0 kB").split()[0])
+    return rss, anon
+
+
+class External(Server):
+    """Another project's OpenAI-compatible server (for the side-by-side comparison), started with ``argv``
+    and ``env`` in the sandbox, listening on ``port``; ready when ``GET ready_path`` answers."""
+
+    def __init__(
+        self, sandbox: Sandbox, label: str, argv: list[str], env: dict[str, str], port: int, ready_path: str
+    ) -> None:
+        super().__init__(sandbox)
+        self.label = label
+        self.argv = argv
+        self.env = env
+        self.port = port
+        self.ready_path = ready_path
+
+    def __enter__(self) -> External:
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.sandbox.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.sandbox.spared.add(self.proc.pid)
+        self.url = f"http://127.0.0.1:{self.port}"
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError(f"{self.label}: did not start\n{self.log.read_text()[-2000:]}")
+                try:
+                    if httpx.get(self.url + self.ready_path, timeout=2).status_code < 500:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+            self.client = httpx.Client(base_url=self.url, timeout=REQUEST_TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

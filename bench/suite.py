@@ -17,7 +17,17 @@ import httpx
 
 from .measure import BenchError, Run, Stats, interleave, run
 from .sandbox import PINNED_VERSION, Command, Sandbox
-from .server import MEMORY_FIELDS, Message, Server, Turn, assistant, memory_kib, user
+from .server import (
+    MEMORY_FIELDS,
+    Message,
+    Server,
+    Turn,
+    assistant,
+    memory_kib,
+    tree_cpu_seconds,
+    tree_memory_kib,
+    user,
+)
 
 ANSWER = b"Hello from the fake API."  # the fake API's default reply
 STREAM_FLAGS = ("--output-format", "stream-json", "--verbose", "--include-partial-messages")
@@ -312,8 +322,10 @@ def _ms_range(stats: Stats) -> str:
 # -- 6. server ------------------------------------------------------------------------------------
 POOL_SIZE, LIVE_SESSIONS, MAX_CONCURRENCY = 2, 4, 4  # LIVE_SESSIONS: the server's default
 COLD_OPTIONS = ("--pool-size", "0", "--live-sessions", "0")
-WARM_OPTIONS = ("--pool-size", str(POOL_SIZE))
-LOAD_OPTIONS = (*WARM_OPTIONS, "--max-concurrency", str(MAX_CONCURRENCY), "--queue", "64")
+WARM_OPTIONS = ("--pool-size", str(POOL_SIZE), "--no-recycle")
+RECYCLE_OPTIONS = ("--pool-size", str(POOL_SIZE), "--live-sessions", "0")
+LOAD_OPTIONS = ("--pool-size", str(POOL_SIZE), "--max-concurrency", str(MAX_CONCURRENCY), "--queue", "64")
+LOAD_SERVERS = {"recycling (default)": LOAD_OPTIONS, "--no-recycle": (*LOAD_OPTIONS, "--no-recycle")}
 LOAD_CLIENTS = (1, 2, 4, 8)
 LOAD_REQUESTS = 24
 RSS_SERVERS = 3
@@ -331,6 +343,10 @@ LATENCY = {
     "raw+flags": ("raw CLI with the server's flags added: first text_delta line", "raw CLI + server flags"),
     "cold": (f"server, cold spawn (`{' '.join(COLD_OPTIONS)}`): first content delta", "cold spawn"),
     "warm": (f"server, warm pool (`{' '.join(WARM_OPTIONS)}`): first content delta", "warm pool"),
+    "recycled": (
+        f"server, recycled process (`{' '.join(RECYCLE_OPTIONS)}`): a new conversation's first content delta",
+        "recycled process",
+    ),
     "live": ("server, second turn on the conversation's live process: first content delta", "live process"),
 }
 
@@ -341,13 +357,13 @@ def bench_server(runs: int) -> Report:
         lean = sandbox.raw("claude -p (server flags) hi", "-p", *STREAM_FLAGS, *SERVER_FLAGS, "hi")
         first, complete, latency_info = _server_latency(sandbox, raw, lean, runs)
         memory, memory_info = _server_memory(sandbox)
-        load, load_exit = _server_load(sandbox)
+        load, load_exits = _server_load(sandbox)
         leftovers = sandbox.leftovers
-    exit_codes = [*latency_info["exit_codes"], *memory_info["exit_codes"], load_exit]
+    exit_codes = [*latency_info["exit_codes"], *memory_info["exit_codes"], *load_exits]
     stats = {key: Stats.of(values) for key, values in first.items()}
     rows = [time_row(LATENCY[key][0], s) for key, s in stats.items()]
     ratios: dict[str, float] = {}
-    for key, base in (("cold", "raw"), ("warm", "raw"), ("live", "raw"), ("cold", "raw+flags")):
+    for key, base in (("cold", "raw"), ("warm", "raw"), ("recycled", "raw"), ("live", "raw"), ("cold", "raw+flags")):
         name = f"{LATENCY[key][1]} / {LATENCY[base][1]}"
         ratios[name] = stats[key].median / stats[base].median
         rows.append(ratio_row(name, ratios[name], [a / b for a, b in zip(first[key], first[base], strict=True)]))
@@ -357,6 +373,7 @@ def bench_server(runs: int) -> Report:
         latency = Stats.of(level["latency"])
         load_rows.append(
             [
+                level["server"],
                 str(level["clients"]),
                 str(level["requests"]),
                 ", ".join(f"{code}: {n}" for code, n in sorted(level["statuses"].items())),
@@ -364,6 +381,8 @@ def bench_server(runs: int) -> Report:
                 f"{level['per_second']:.2f}",
                 f"{ms(latency.median)} ({_ms_range(latency)})",
                 ", ".join(f"{name} {n}" for name, n in sorted(level["processes"].items())),
+                f"{level['cpu_seconds_per_request']:.2f}",
+                f"{_mib(level['peak_rss_kib'])} / {_mib(level['peak_private_kib'])}",
                 f"{level['cpu_busy']:.0%}",
             ]
         )
@@ -377,8 +396,9 @@ def bench_server(runs: int) -> Report:
         f"cold spawn through the server − raw CLI with the server's flags: "
         f"{ms(stats['cold'].median - stats['raw+flags'].median)} (medians)",
         f"to the end of the answer (the raw CLI's exit; the server's `data: [DONE]`), medians: {to_end}",
-        "every warm-pool turn ran on a warm process and every second turn on its live one (checked in each "
-        "answer's `claude_max.process`)",
+        "every warm-pool turn ran on a warm process, every second turn on its live one and every timed recycled "
+        "turn on a recycled one (checked in each answer's `claude_max.process`)",
+        *_load_notes(load),
         f"idle `claude` children of a fresh `{' '.join(WARM_OPTIONS)}` server: {latency_info['warm_children']}"
         + (
             " (one warm process per model): the memory servers got their second one from a request for another model"
@@ -411,11 +431,15 @@ def bench_server(runs: int) -> Report:
         },
         tables=[
             Table(
-                f"Throughput: plain (non-streaming) requests, {LOAD_REQUESTS} per level, against one "
-                f"`claude-max serve {' '.join(LOAD_OPTIONS)}`; each client sends its next request as soon as "
-                "the previous one is answered. Process: where each request's `claude` came from. CPU busy: both "
-                "cores of the whole machine, during the level.",
+                f"Throughput: plain (non-streaming) requests, {LOAD_REQUESTS} per level, against "
+                f"`claude-max serve {' '.join(LOAD_OPTIONS)}`, recycling (the default) and with `--no-recycle`; "
+                "each client sends its next request as soon as the previous one is answered. Process: where each "
+                "request's `claude` came from. CPU-s per request: the server and every process below it (those "
+                "that ended included), over the level, per answered request. Peak memory: the most that server "
+                "and its processes held at once (VmRSS / private RssAnon, summed, sampled every 0.1 s). CPU busy: "
+                "both cores of the whole machine, during the level.",
                 [
+                    "server",
                     "clients",
                     "requests",
                     "statuses",
@@ -423,6 +447,8 @@ def bench_server(runs: int) -> Report:
                     "requests/s",
                     "latency median (min – max)",
                     "process",
+                    "CPU-s per request",
+                    "peak memory",
                     "CPU busy",
                 ],
                 load_rows,
@@ -443,6 +469,22 @@ def bench_server(runs: int) -> Report:
     )
 
 
+def _load_notes(load: list[dict[str, Any]]) -> list[str]:
+    """Recycling against --no-recycle at the most clients, as ratios."""
+    top = max(level["clients"] for level in load)
+    by = {level["server"]: level for level in load if level["clients"] == top}
+    new, old = by.get("recycling (default)"), by.get("--no-recycle")
+    if new is None or old is None:
+        return []
+    return [
+        f"{top} clients, recycling / --no-recycle: requests/s ×{new['per_second'] / old['per_second']:.2f} "
+        f"({new['per_second']:.2f} / {old['per_second']:.2f}), CPU-s per request "
+        f"{new['cpu_seconds_per_request']:.2f} / {old['cpu_seconds_per_request']:.2f}, peak memory "
+        f"{_mib(new['peak_rss_kib'])} / {_mib(old['peak_rss_kib'])} (private {_mib(new['peak_private_kib'])} / "
+        f"{_mib(old['peak_private_kib'])})"
+    ]
+
+
 def _mib_range(stats: Stats) -> str:
     return f"{_mib(stats.low)} – {_mib(stats.high)}"
 
@@ -450,7 +492,7 @@ def _mib_range(stats: Stats) -> str:
 def _server_turn(
     server: Server,
     messages: list[Message],
-    process: str,
+    process: str | tuple[str, ...],
     continued: str,
     *,
     stream: bool = True,
@@ -459,7 +501,13 @@ def _server_turn(
     """One request that must succeed, answer the fake API's text and run on the expected kind of process."""
     turn = server.chat(messages, stream=stream, model=model)
     got = (turn.status, turn.text, turn.process, turn.meta.get("continued"))
-    if got != (200, ANSWER.decode(), process, continued) or (stream and turn.first is None):
+    kinds = (process,) if isinstance(process, str) else process
+    if (
+        got[:2] != (200, ANSWER.decode())
+        or turn.process not in kinds
+        or got[3] != continued
+        or (stream and turn.first is None)
+    ):
         raise BenchError(f"{server.label}: expected (200, answer, {process!r}, {continued!r}), got {got!r}")
     return turn
 
@@ -473,9 +521,14 @@ def _server_latency(
     first: dict[str, list[float]] = {key: [] for key in LATENCY}
     complete: dict[str, list[float]] = {key: [] for key in LATENCY}
     expect = b'"result":"' + ANSWER
-    with Server(sandbox, *COLD_OPTIONS) as cold, Server(sandbox, *WARM_OPTIONS) as warm:
+    with (
+        Server(sandbox, *COLD_OPTIONS) as cold,
+        Server(sandbox, *WARM_OPTIONS) as warm,
+        Server(sandbox, *RECYCLE_OPTIONS) as recycling,
+    ):
         cold.settle(most=0)
         warm.settle(least=1)
+        recycling.settle(least=1)
         warm_children = len(warm.children())
         for round_ in range(runs + 1):  # round 0 warms up
             samples: dict[str, tuple[float | None, float]] = {}
@@ -493,13 +546,18 @@ def _server_latency(
             turn = _server_turn(warm, [*opening, assistant(turn.text), user("and again")], "live", "live")
             samples["live"] = (turn.first, turn.seconds)
             warm.settle(least=1)
+            # Round 0 leaves a finished conversation behind, so every later round finds a recycled process.
+            turn = _server_turn(recycling, opening, "recycled" if round_ else ("warm", "cold", "recycled"), "new")
+            samples["recycled"] = (turn.first, turn.seconds)
+            recycling.settle(least=1)
             if round_:
                 for key, (to_first, to_end) in samples.items():
                     if to_first is None:
                         raise BenchError(f"{LATENCY[key][0]}: no answer text")
                     first[key].append(round(to_first, 4))
                     complete[key].append(round(to_end, 4))
-    return first, complete, {"exit_codes": [cold.exit_code, warm.exit_code], "warm_children": warm_children}
+    exit_codes = [cold.exit_code, warm.exit_code, recycling.exit_code]
+    return first, complete, {"exit_codes": exit_codes, "warm_children": warm_children}
 
 
 def _server_memory(sandbox: Sandbox) -> tuple[dict[str, dict[str, list[int]]], dict[str, Any]]:
@@ -527,32 +585,42 @@ def _server_memory(sandbox: Sandbox) -> tuple[dict[str, dict[str, list[int]]], d
     return memory, {"children": counts, "exit_codes": exit_codes, "second_model": second_model}
 
 
-def _server_load(sandbox: Sandbox) -> tuple[list[dict[str, Any]], int | None]:
-    """Completed requests per second with 1, 2, 4 and 8 clients against one server."""
+def _server_load(sandbox: Sandbox) -> tuple[list[dict[str, Any]], list[int | None]]:
+    """Completed requests per second, CPU per request and peak memory with 1, 2, 4 and 8 clients against
+    a server that recycles its processes (the default) and one that does not, one after the other."""
     levels = []
-    idle_limit = POOL_SIZE + LIVE_SESSIONS  # warm processes and live conversations
-    with Server(sandbox, *LOAD_OPTIONS) as server:
-        server.settle(least=1)
-        for clients in LOAD_CLIENTS:
-            levels.append(_load(server, clients, LOAD_REQUESTS))
+    exit_codes = []
+    idle_limit = 2 * POOL_SIZE + LIVE_SESSIONS  # warm and recycled processes, live conversations
+    for name, options in LOAD_SERVERS.items():
+        with Server(sandbox, *options) as server:
             server.settle(least=1)
-            if (idle := len(server.children())) > idle_limit:
-                raise BenchError(
-                    f"{server.label}: {idle} idle claude children after {clients} clients, more than "
-                    f"--pool-size + --live-sessions = {idle_limit}: the server leaks processes"
-                )
-    return levels, server.exit_code
+            for clients in LOAD_CLIENTS:
+                levels.append({"server": name, **_load(server, clients, LOAD_REQUESTS)})
+                server.settle(least=1)
+                if (idle := len(server.children())) > idle_limit:
+                    raise BenchError(
+                        f"{server.label}: {idle} idle claude children after {clients} clients, more than "
+                        f"2 × --pool-size + --live-sessions = {idle_limit}: the server leaks processes"
+                    )
+        exit_codes.append(server.exit_code)
+    return levels, exit_codes
 
 
-def _load(server: Server, clients: int, requests: int) -> dict[str, Any]:
-    """``requests`` plain requests from ``clients`` threads, each with its own connection."""
+def _load(
+    server: Server, clients: int, requests: int, *, model: str = "claude-max", watch: bool = True
+) -> dict[str, Any]:
+    """``requests`` plain requests from ``clients`` threads, each with its own connection. Also measured:
+    the CPU time of the server and every process below it (reaped ones included) per request, and the peak
+    of their summed memory (sampled every 0.1 s)."""
     numbers = iter(range(requests))
     lock = threading.Lock()
     turns: list[Turn] = []
-    # Warm, warming, live and running processes, and as many again being stopped; beyond that the server
-    # leaks (each one is ~170 MiB), and the level stops. The idle count after each level is the exact check.
-    limit = 2 * POOL_SIZE + LIVE_SESSIONS + 2 * MAX_CONCURRENCY
+    # Warm, warming, recycled, live and running processes, and as many again being stopped; beyond that the
+    # server leaks (each one is ~170 MiB), and the level stops. The idle count after each level is the exact
+    # check. (``watch=False``: another project's server, whose processes are its own business.)
+    limit = 3 * POOL_SIZE + LIVE_SESSIONS + 2 * MAX_CONCURRENCY
     most = [0]
+    peak = [0, 0]
     stop = threading.Event()
 
     def client() -> None:
@@ -563,17 +631,20 @@ def _load(server: Server, clients: int, requests: int) -> dict[str, Any]:
                 if number is None:
                     return
                 # Distinct messages: each request is a new conversation of the same caller.
-                turn = server.chat([user(f"hi {clients}-{number}")], stream=False, client=connection)
+                turn = server.chat([user(f"hi {clients}-{number}")], stream=False, client=connection, model=model)
                 with lock:
                     turns.append(turn)
 
     def watchdog() -> None:
-        while not stop.wait(0.5):
+        while not stop.wait(0.1):
+            rss, anon = tree_memory_kib(server.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], anon)
             most[0] = max(most[0], len(server.children()))
-            if most[0] > limit:
+            if watch and most[0] > limit:
                 stop.set()
 
     cpu_before = _cpu_jiffies()
+    tree_before = tree_cpu_seconds(server.pid)
     start = time.perf_counter()
     with ThreadPoolExecutor(clients + 1) as pool:
         watching = pool.submit(watchdog)
@@ -587,8 +658,13 @@ def _load(server: Server, clients: int, requests: int) -> dict[str, Any]:
             stop.set()  # a client that failed must not leave the watchdog running
         watching.result()
     busy, total = (after - before for after, before in zip(_cpu_jiffies(), cpu_before, strict=True))
+    server.settle()  # processes stopped after the level are reaped: their CPU time is counted
+    tree_cpu = tree_cpu_seconds(server.pid) - tree_before
     ok = [t for t in turns if t.status == 200]
     return {
+        "cpu_seconds_per_request": tree_cpu / max(len(ok), 1),
+        "peak_rss_kib": peak[0],
+        "peak_private_kib": peak[1],
         "clients": clients,
         "requests": requests,
         "seconds": round(seconds, 4),
@@ -609,6 +685,207 @@ def _cpu_jiffies() -> tuple[int, int]:
     )
     busy = user_ + nice + system + irq + softirq + steal
     return busy, busy + idle + iowait
+
+
+# -- warm: llm through the warm server ----------------------------------------------------------------
+def bench_warm(runs: int) -> Report:
+    """`llm -m claude-max hi` through a running warm server, against llm's own start-up and the raw CLI; the
+    same prompt without a warm server beside it."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from llm_claude_max import warm
+
+    with Sandbox() as sandbox:
+        env = sandbox.plugin_env()
+        log = (sandbox.root / "warm-server.log").open("wb")
+        # What `llm claude-max warm start` runs in the background, here in the benchmark's hands.
+        server = subprocess.Popen(
+            [sys.executable, "-m", "llm_claude_max.cli", "warm", "serve", "--idle-timeout", "3600"],
+            env=env, cwd=sandbox.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+        sandbox.spared.add(server.pid)
+        try:
+            deadline = time.monotonic() + 60
+            while warm.find(env) is None:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise BenchError("the warm server did not start: " + (sandbox.root / "warm-server.log").read_text())
+                time.sleep(0.1)
+            through = sandbox.llm("llm -m claude-max hi (warm server running)", "-m", "claude-max", "hi")
+            # Another environment does not find the server: the prompt starts its own CLI, as without one.
+            direct = Command(
+                "llm -m claude-max hi (no warm server)", through.argv, {**env, "BENCH_NO_WARM": "1"}, through.cwd
+            )
+            version = sandbox.llm("llm --version", "--version")
+            raw = sandbox.raw(f"claude -p {' '.join(STREAM_FLAGS)} hi", "-p", *STREAM_FLAGS, "hi")
+            results = interleave(
+                [through, direct, version, raw],
+                sandbox,
+                runs,
+                first={through.label: b"", direct.label: b"", raw.label: b'"text_delta"'},
+                expect={through.label: ANSWER, direct.label: ANSWER, raw.label: b'"result":"' + ANSWER},
+            )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+            log.close()
+            sandbox.spared.discard(server.pid)
+        with sqlite3.connect(sandbox.root / "llm" / "logs.db") as db:  # llm 0.36 logs prompts as turns
+            rows = [json.loads(r[0]) for r in db.execute("select response_json from turns") if r[0]]
+        leftovers = sandbox.leftovers
+    routes = Counter(f"{'warm server' if r.get('via') else 'own CLI'}: {r.get('process') or 'cold'}" for r in rows)
+    p, d, v, r = (results[c.label] for c in (through, direct, version, raw))
+    wall = [Stats.of(x.seconds for x in runs_) for runs_ in (p, d, v, r)]
+    ratio = (wall[0].median - wall[2].median) / wall[3].median
+    direct_ratio = (wall[1].median - wall[2].median) / wall[3].median
+    rows_out = [time_row(c.label, w) for c, w in zip((through, direct, version, raw), wall, strict=True)]
+    rows_out += [
+        ratio_row(
+            "(llm prompt through the warm server − llm --version) / raw CLI",
+            ratio,
+            [(a.seconds - c.seconds) / e.seconds for a, c, e in zip(p, v, r, strict=True)],
+        ),
+        ratio_row(
+            "(llm prompt, no warm server − llm --version) / raw CLI",
+            direct_ratio,
+            [(b.seconds - c.seconds) / e.seconds for b, c, e in zip(d, v, r, strict=True)],
+        ),
+    ]
+    for label, runs_ in ((through.label, p), (direct.label, d)):
+        rows_out.append(time_row(f"first text byte on stdout, {label}", Stats.of(_first(x) for x in runs_)))
+    rows_out.append(time_row("first text_delta line, raw CLI", Stats.of(_first(x) for x in r)))
+    for label, runs_ in ((through.label, p), (direct.label, d), ("raw CLI", r)):
+        rows_out.append(time_row(f"first text → exit, {label}", Stats.of(x.seconds - _first(x) for x in runs_)))
+    return Report(
+        "warm",
+        "`llm -m claude-max` through the warm server vs its own CLI, llm's start-up and the raw CLI",
+        TIME_COLUMNS,
+        rows_out,
+        [Check("(llm prompt through the warm server − llm --version) / raw CLI", round(ratio, 3), 0.2)],
+        [
+            "where the logged prompts ran (llm's logs.db, the untimed first round included): "
+            + ", ".join(f"{k} {n}" for k, n in sorted(routes.items())),
+            f"through the warm server, a prompt takes {ms(wall[0].median - wall[2].median)} beyond llm's own "
+            f"start-up; with its own CLI {ms(wall[1].median - wall[2].median)} (medians)",
+        ],
+        {
+            "seconds": timings(results),
+            "ratio": ratio,
+            "direct_ratio": direct_ratio,
+            "routes": routes,
+            "leftovers": leftovers,
+        },
+    )
+
+
+# -- compare: other projects' servers ----------------------------------------------------------------
+def bench_compare(runs: int) -> Report:
+    """llm-claude-max's server side by side with claudegate and claude-max-api-proxy, same sandbox: a new
+    conversation's first token, a second turn's, throughput with 8 clients, CPU per request, peak memory."""
+    import contextlib
+
+    from . import others
+    from .server import External, free_port
+
+    others.install()
+    with Sandbox() as sandbox, contextlib.ExitStack() as stack:
+        raw = sandbox.raw(f"claude -p {' '.join(STREAM_FLAGS)} hi", "-p", *STREAM_FLAGS, "hi")
+        servers: dict[str, tuple[Server, str]] = {
+            "llm-claude-max (recycling, the default)": (Server(sandbox, "--pool-size", str(POOL_SIZE)), "claude-max"),
+            "llm-claude-max --no-recycle": (Server(sandbox, *WARM_OPTIONS), "claude-max"),
+            f"claudegate {others.CLAUDEGATE[1]}": (others.claudegate(sandbox, free_port()), "opus"),
+            f"claude-max-api-proxy {others.PROXY[1]}": (others.claude_max_api_proxy(sandbox, free_port()), "opus"),
+        }
+        for server, _ in servers.values():
+            stack.enter_context(server)
+            server.settle(least=0 if isinstance(server, External) else 1)
+        first: dict[str, list[float]] = {
+            "raw": [],
+            **{f"{n} new": [] for n in servers},
+            **{f"{n} 2nd": [] for n in servers},
+        }
+        kinds: dict[str, Counter[str]] = {name: Counter() for name in servers}
+        for round_ in range(runs + 1):  # round 0 warms up
+            done = run(raw, sandbox, first=b'"text_delta"', expect=b'"result":"' + ANSWER)
+            sample = {"raw": done.first}
+            for name, (server, model) in servers.items():
+                quiet = 0 if isinstance(server, External) else 1
+                opening = [user(f"hi {round_}")]
+                turn = _any_turn(server, opening, model)
+                sample[f"{name} new"] = turn.first
+                kinds[name][turn.process or "?"] += bool(round_)
+                server.settle(least=quiet)
+                turn = _any_turn(server, [*opening, assistant(turn.text), user("and again")], model)
+                sample[f"{name} 2nd"] = turn.first
+                server.settle(least=quiet)
+            if round_:
+                for key, value in sample.items():
+                    if value is None:
+                        raise BenchError(f"{key}: no answer text")
+                    first[key].append(round(value, 4))
+        load = {}
+        for name, (server, model) in servers.items():
+            load[name] = _load(server, 8, LOAD_REQUESTS, model=model, watch=False)
+            server.settle(least=0)
+    leftovers = sandbox.leftovers
+    base = Stats.of(first["raw"]).median
+    rows = []
+    for name in servers:
+        new, second, level = Stats.of(first[f"{name} new"]), Stats.of(first[f"{name} 2nd"]), load[name]
+        failed = sum(n for code, n in level["statuses"].items() if code != 200)
+        rows.append(
+            [
+                name,
+                f"{ms(new.median)} ({new.median / base:.2f}×)",
+                f"{ms(second.median)} ({second.median / base:.2f}×)",
+                f"{level['per_second']:.2f}" + (f" ({failed} failed)" if failed else ""),
+                f"{level['cpu_seconds_per_request']:.2f}",
+                f"{_mib(level['peak_rss_kib'])} / {_mib(level['peak_private_kib'])}",
+            ]
+        )
+    return Report(
+        "compare",
+        "OpenAI-compatible servers over the same Claude Code CLI, side by side (same fake API, same machine)",
+        [
+            "server",
+            "new conversation: first token (/ raw CLI)",
+            "second turn: first token (/ raw CLI)",
+            "requests/s, 8 clients",
+            "CPU-s per request",
+            "peak memory (RSS / private)",
+        ],
+        rows,
+        notes=[
+            f"raw CLI (`claude -p {' '.join(STREAM_FLAGS)} hi`), first text_delta line: {ms(base)} (median of {runs})",
+            "llm-claude-max's new conversations ran on: "
+            + "; ".join(
+                f"{n}: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds[n].items()))
+                for n in servers
+                if not isinstance(servers[n][0], External)
+            ),
+            f"throughput: {LOAD_REQUESTS} plain requests from 8 clients, each a new conversation, against each server "
+            "alone; CPU and memory as in the server benchmark",
+        ],
+        data={
+            "first_seconds": first,
+            "load": {n: dict(v, statuses={str(k): c for k, c in v["statuses"].items()}) for n, v in load.items()},
+            "processes": kinds,
+            "leftovers": leftovers,
+        },
+    )
+
+
+def _any_turn(server: Server, messages: list[Message], model: str) -> Turn:
+    turn = server.chat(messages, stream=True, model=model)
+    if turn.status != 200 or ANSWER.decode() not in turn.text or turn.first is None:
+        raise BenchError(f"{server.label}: {turn.status} {turn.text[:300]!r}")
+    return turn
 
 
 # -- tools ----------------------------------------------------------------------------------------
@@ -755,5 +1032,7 @@ BENCHMARKS: dict[str, tuple[Callable[[int], Report], int]] = {
     "server": (bench_server, 10),
     "tools": (bench_tools, 10),
     "server-tools": (bench_server_tools, 10),
+    "warm": (bench_warm, 10),
+    "compare": (bench_compare, 10),
 }
 """name -> (benchmark, default number of runs)."""

@@ -202,7 +202,11 @@ TOS_WARNING = (
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (then an API key is always required).")
 @click.option("--require-key", is_flag=True, help="Require the API key on loopback too.")
 @click.option(
-    "--pool-size", default=2, show_default=True, type=click.IntRange(0, 32), help="Warm processes kept ready."
+    "--pool-size",
+    default=2,
+    show_default=True,
+    type=click.IntRange(0, 32),
+    help="Processes kept ready for new conversations (started ahead, or recycled).",
 )
 @click.option(
     "--max-concurrency", default=4, show_default=True, type=click.IntRange(1, 64), help="Prompts running at once."
@@ -228,6 +232,20 @@ TOS_WARNING = (
 )
 @click.option(
     "--cors-origin", multiple=True, help="Allow browser requests from this origin (repeatable; default: none)."
+)
+@click.option(
+    "--recycle/--no-recycle",
+    default=True,
+    show_default=True,
+    help="Reset a finished conversation's process for the next new one instead of starting another "
+    "(docs/recycling.md: what the model sees).",
+)
+@click.option(
+    "--max-conversations",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="A recycled process is ended after this many conversations.",
 )
 @click.option("--max-body-mb", default=20, show_default=True, type=click.IntRange(1, 200), help="Largest request body.")
 @click.option(
@@ -263,6 +281,8 @@ def serve(
     idle_timeout: int,
     allow_remote_images: bool,
     cors_origin: tuple[str, ...],
+    recycle: bool,
+    max_conversations: int,
     max_body_mb: int,
     max_connections: int,
     log_level: str,
@@ -294,6 +314,8 @@ def serve(
         idle_seconds=float(idle_timeout),
         allow_remote_images=allow_remote_images,
         cors_origins=cors_origin,
+        recycle=recycle,
+        max_conversations=max_conversations,
         max_body_bytes=max_body_mb * 1024 * 1024,
         max_connections=max_connections,
         log_level=log_level,
@@ -344,6 +366,89 @@ def _service(ctx: click.Context, *, install: bool, uninstall: bool) -> None:
     if install:
         click.echo(f"Logs: {spec.logs}")
         click.echo(f"Remove it with: {_command('serve --uninstall-service')}")
+
+
+@cli.group()
+def warm() -> None:
+    """A private server in the background that `llm -m claude-max` prompts go through, so they start in a
+    running CLI process (about 0.1 s sooner each, and far less CPU). It stops by itself when idle.
+
+    Set CLAUDE_MAX_WARM=1 to have prompts start it when it is not running."""
+
+
+@warm.command("start")
+@click.option(
+    "--idle-timeout",
+    default=900,
+    show_default=True,
+    type=click.IntRange(5),
+    help="Stop after this many seconds without a prompt.",
+)
+@click.option("--pool-size", default=1, show_default=True, type=click.IntRange(0, 8), help="Processes kept ready.")
+def warm_start(idle_timeout: int, pool_size: int) -> None:
+    """Start the warm server for this environment (unless it runs), and wait until it takes prompts."""
+    import os
+
+    from . import warm as warm_server
+
+    running = warm_server.find(os.environ)
+    found = running or warm_server.start(os.environ, idle_timeout=idle_timeout, pool_size=pool_size)
+    if found is None:
+        log = warm_server.directory(os.environ) / "server.log"
+        raise click.ClickException(f"The warm server did not start; its log is {log}.")
+    state = "already running" if running else "started"
+    click.echo(f"Warm server {state} (pid {found.pid}, socket {found.socket}).")
+
+
+@warm.command("stop")
+@click.option("--all", "every", is_flag=True, help="Also those started from other environments.")
+def warm_stop(every: bool) -> None:
+    """Stop the warm server (its CLI processes end with it)."""
+    import os
+
+    from . import warm as warm_server
+
+    stopped = warm_server.stop(os.environ, every=every)
+    click.echo(f"Stopped {len(stopped)} warm server(s)." if stopped else "No warm server was running.")
+
+
+@warm.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def warm_status(as_json: bool) -> None:
+    """Whether a warm server runs, and whether this environment's prompts go through it."""
+    import os
+    import time
+
+    from . import config
+    from . import warm as warm_server
+
+    found = warm_server.servers(os.environ)
+    if as_json:
+        click.echo(json.dumps({"servers": found, "on_demand": warm_server.wanted(os.environ)}, indent=2))
+        return
+    for state in found:
+        whose = "this environment" if state["this_environment"] else "another environment"
+        age = int(time.time() - state.get("started", time.time()))
+        click.echo(
+            f"pid {state['pid']}: {whose}, socket {state['socket']}, up {age} s, "
+            f"stops after {state.get('idle_timeout')} s without a prompt"
+        )
+    if not any(s["this_environment"] for s in found):
+        click.echo("No warm server runs for this environment: prompts start their own CLI.")
+    if not warm_server.wanted(os.environ):
+        click.echo(f"Set {config.WARM}=1 to have prompts start one when none runs.")
+
+
+@warm.command("serve", hidden=True)
+@click.option("--idle-timeout", default=900, type=click.IntRange(5))
+@click.option("--pool-size", default=1, type=click.IntRange(0, 8))
+def warm_serve(idle_timeout: int, pool_size: int) -> None:
+    """Run the warm server in the foreground (`warm start` runs this in the background)."""
+    import os
+
+    from . import warm as warm_server
+
+    warm_server.serve(os.environ, idle_timeout=idle_timeout, pool_size=pool_size)
 
 
 @cli.command("server-key", short_help="Print the API key of the server (created on first use).")

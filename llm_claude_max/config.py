@@ -14,6 +14,7 @@ SERVER = "CLAUDE_MAX_SERVER"
 SERVER_KEY = "CLAUDE_MAX_SERVER_KEY"
 COMMAND = "CLAUDE_MAX_COMMAND"
 """How messages spell the `claude-max` command, when a wrapper knows better (``./dev`` sets ``./dev claude-max``)."""
+WARM = "CLAUDE_MAX_WARM"
 
 DOCUMENTED: dict[str, str] = {
     CLI: "path of the `claude` executable (default: `claude` on PATH)",
@@ -25,6 +26,7 @@ DOCUMENTED: dict[str, str] = {
     SERVER: "URL of a running `claude-max serve`; the llm plugin then sends prompts through it",
     SERVER_KEY: "API key for a `claude-max serve` that requires one",
     COMMAND: "how messages spell the `claude-max` command when a wrapper runs it (`./dev` sets `./dev claude-max`)",
+    WARM: "1 = llm prompts start a private warm server when none runs, and go through it (`llm claude-max warm`)",
 }
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

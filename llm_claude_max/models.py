@@ -19,17 +19,14 @@ import llm
 from llm.parts import StreamEvent
 from pydantic import Field, field_validator
 
-from . import catalog, config, content, conversation, guard, progress, terminal, validation
+from . import catalog, config, content, conversation, progress, terminal, validation, warm
 from .catalog import CatalogModel
 from .content import Turn
 from .errors import ClaudeMaxError, ClaudeTimeout, InvalidRequest
-from .request import TurnRequest
 from .runner import builtin_tools, children
-from .runner.client import ClaudeCLI
 from .runner.command import CommandSpec, SystemPlacement
 from .runner.loop import background
-from .runner.pool import Start
-from .runner.session import (
+from .runner.turn import (
     ClaudeToolRan,
     Deferred,
     Done,
@@ -37,13 +34,15 @@ from .runner.session import (
     Reasoning,
     Summary,
     Text,
-    Timeouts,
     ToolCallArgs,
     ToolCallStarted,
     TurnEvent,
 )
 from .server.client import Finished
 from .tools import ToolSpec
+
+# The runner (processes, the pool, the billing guard) is imported when a prompt runs its own CLI: a prompt
+# through a server does not need it.
 
 
 class ClaudeMaxOptions(llm.Model.Options):
@@ -158,10 +157,18 @@ class _Shared:
         try:
             settings = config.Settings.from_env()
             server = os.environ.get(config.SERVER)
-            events = progress.watch(
-                self._via_server(prompt, options, server) if server else self._local(prompt, options, settings),
-                first=f"waiting for the claude-max server at {server}" if server else progress.STARTING,
-            )
+            if server:
+                source = self._via_server(prompt, options, server, os.environ.get(config.SERVER_KEY))
+                first = f"waiting for the claude-max server at {server}"
+            else:
+                source = warm.route(
+                    os.environ,
+                    options,
+                    via=lambda found: self._via_server(prompt, options, found.url, found.key, uds=found.socket),
+                    local=lambda: self._local(prompt, options, settings),
+                )
+                first = progress.STARTING
+            events = progress.watch(source, first=first)
             async for event in events:
                 for out in self._translate(event, prompt, response):
                     yield out
@@ -201,6 +208,12 @@ class _Shared:
         self, prompt: llm.Prompt, options: ClaudeMaxOptions, settings: config.Settings
     ) -> AsyncIterator[Any]:
         """The prompt through the user's CLI, on the background loop that keeps paused processes."""
+        from . import guard
+        from .request import TurnRequest
+        from .runner.client import ClaudeCLI
+        from .runner.pool import Start
+        from .runner.session import Timeouts
+
         placement = options.system_placement or SystemPlacement.REPLACE
         policy = guard.Policy.from_settings(
             settings, allow_api_billing=options.allow_api_billing, allow_overage=options.allow_overage
@@ -251,9 +264,10 @@ class _Shared:
                 yield event
 
     async def _via_server(
-        self, prompt: llm.Prompt, options: ClaudeMaxOptions, url: str
+        self, prompt: llm.Prompt, options: ClaudeMaxOptions, url: str, key: str | None, *, uds: str | None = None
     ) -> AsyncIterator[TurnEvent | Finished]:
-        """The prompt through a running `claude-max serve` (``CLAUDE_MAX_SERVER``)."""
+        """The prompt through a running `claude-max serve` (``CLAUDE_MAX_SERVER``, or the warm server)."""
+        from .runner.session import DEFAULT_TIMEOUTS
         from .server import client
 
         local_only = {"allow_api_billing", "allow_overage", "claude_tools", "claude_tools_dir", "cli"}
@@ -274,18 +288,20 @@ class _Shared:
             extension["max_retries"] = options.max_retries
         events = client.prompt(
             url,
-            os.environ.get(config.SERVER_KEY),
+            key,
             model=self.model_id,
             messages=client.openai_messages(split.system or None, turns),
             schema=prompt.schema,  # type: ignore[arg-type]
             extension=extension,
             tools=tool_specs(prompt.tools),
-            read_timeout=(options.idle_timeout or Timeouts.idle) + 30,
+            read_timeout=(options.idle_timeout or DEFAULT_TIMEOUTS.idle) + 30,
             connect_timeout=options.start_timeout or 5.0,
+            uds=uds,
         )
-        total = options.timeout or Timeouts.total
+        total = options.timeout or DEFAULT_TIMEOUTS.total
         # The deadline bounds each read, never the caller's own work between two events.
         deadline = None if total is None else asyncio.get_running_loop().time() + total
+        answered = [str(b.get("tool_use_id")) for b in split.new if b.get("type") == "tool_result"]
         try:
             while True:
                 try:
@@ -295,6 +311,9 @@ class _Shared:
                     return
                 except TimeoutError:
                     raise ClaudeTimeout(f"No complete answer from the claude-max server within {total:g} s.") from None
+                if isinstance(event, Finished):
+                    paused = [call.id for call in event.calls]
+                    client.track_calls(url, key, uds, paused=paused, answered=answered)
                 yield event
         finally:
             await events.aclose()

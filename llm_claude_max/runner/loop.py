@@ -22,9 +22,10 @@ import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .pool import Pool
+if TYPE_CHECKING:
+    from .pool import Pool
 
 T = TypeVar("T")
 _ITEM, _ERROR, _END = "item", "error", "end"
@@ -40,15 +41,20 @@ class Background:
         self._tasks: dict[concurrent.futures.Future[None], asyncio.Task[None]] = {}
         self.thread = threading.Thread(target=self._run, name="llm-claude-max", daemon=True)
         self.thread.start()
-        self.pool = self.call(self._make_pool)
+        self._pool: Pool | None = None
+
+    @property
+    def pool(self) -> Pool:
+        """The pool of this loop's processes, made on first use (a prompt through a server needs none)."""
+        if self._pool is None:
+            from .pool import Pool
+
+            self._pool = Pool()
+        return self._pool
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
-
-    @staticmethod
-    async def _make_pool() -> Pool:
-        return Pool()
 
     def call(self, factory: Callable[[], Any], timeout: float | None = None) -> Any:
         """Run a coroutine from ``factory`` on the loop and wait for its result (from another thread)."""
@@ -150,7 +156,8 @@ class Background:
         if not self.loop.is_running() or os.getpid() != self.pid:
             return
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
-            self.call(self.pool.close, timeout=EXIT_GRACE_SECONDS)
+            if self._pool is not None:
+                self.call(self._pool.close, timeout=EXIT_GRACE_SECONDS)
             self.call(self.loop.shutdown_asyncgens, timeout=EXIT_GRACE_SECONDS)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(EXIT_GRACE_SECONDS)

@@ -12,10 +12,13 @@ A request continues its conversation the first way that applies (:meth:`Pool.run
    real tool calls and results; results for tool calls make it pause on the last call at start-up and
    take its result;
 5. **replayed**: (if seeding fails) the earlier messages as text in the first message of a new process;
-6. **new**: no history: a fresh process.
+6. **new**: no history: a *recycled* process (reset after an earlier conversation of this caller with the
+   same flags, :mod:`.recycle`), else a fresh one.
 
 Paused and live processes are kept per caller partition, bounded in number, and ended after
 ``idle_seconds`` by a reaper (SIGTERM, then SIGKILL: a paused process is never ended by closing its input).
+With recycling on, a live process whose conversation is let go (beyond the limit) is reset and kept for
+the next new conversation instead of ended.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,6 +40,7 @@ from ..tools import ToolNames, ToolResult
 from . import seed
 from .client import ClaudeCLI
 from .command import SystemPlacement
+from .recycle import NO_RECYCLING, Recycler, Recycling
 from .session import Deferred, Done, Session, Timeouts, TurnEvent
 
 logger = logging.getLogger("llm_claude_max.pool")
@@ -51,7 +55,8 @@ class Start:
     continued: str
     """paused, live, resumed, seeded, replayed or new"""
     process: str
-    """Where its process came from: paused or live (kept from an earlier step), warm (started ahead) or cold."""
+    """Where its process came from: paused or live (kept from an earlier step), recycled (reset after another
+    conversation), warm (started ahead) or cold."""
 
 
 @dataclass
@@ -62,6 +67,8 @@ class Held:
     spec: str
     partition: str
     last_used: float
+    recycle: str | None = None
+    """Where its process goes, reset, once its conversation is let go (:mod:`.recycle`); None: ended."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,14 @@ class Plan:
 class Pool:
     """Processes kept between steps, for one event loop (the plugin's background loop, or the server's)."""
 
-    def __init__(self, *, keep_live: int = 0, max_paused: int = 8, idle_seconds: float = 600.0) -> None:
+    def __init__(
+        self,
+        *,
+        keep_live: int = 0,
+        max_paused: int = 8,
+        idle_seconds: float = 600.0,
+        recycling: Recycling = NO_RECYCLING,
+    ) -> None:
         self.keep_live = keep_live
         self.max_paused = max_paused
         self.idle_seconds = idle_seconds
@@ -94,9 +108,13 @@ class Pool:
         """Every process started here and not yet ended."""
         self.known: OrderedDict[str, str] = OrderedDict()
         """conversation key -> its CLI session id, kept after the process ends (a ``--resume`` candidate)"""
+        self.recycler = Recycler(recycling, lambda session, graceful: self._end(session, graceful=graceful))
+        """Processes reset after their conversation, for the next new one with the same flags."""
         self.on_spawn: Callable[[Session], None] | None = None
         self.on_end: Callable[[Session], None] | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._exiting: set[asyncio.Task[None]] = set()
+        """Processes told to exit after their answer, not yet gone (waited for by :meth:`end_all`)."""
         self._closed = False
 
     # -- the strategy ------------------------------------------------------------------------------
@@ -128,7 +146,10 @@ class Pool:
             finally:
                 if session is not None and not kept:
                     # Ended gracefully only after a finished answer; killed on every other way out.
-                    await self._end(session, graceful=isinstance(ended, Done))
+                    if isinstance(ended, Done):
+                        self._exit_later(session)
+                    else:
+                        await self._end(session)
 
     def _plans(self, request: TurnRequest, cli: ClaudeCLI) -> Iterator[Plan]:
         results = request.tool_results
@@ -226,7 +247,8 @@ class Pool:
         """Keep the process after its step (True), before the step's last event is handed out: a consumer
         that stops there must not strand it."""
         now = time.monotonic()
-        held = Held(session, spec_key(request.spec, request.cwd), request.partition, now)
+        recycle = self.recycler.key(request)
+        held = Held(session, spec_key(request.spec, request.cwd), request.partition, now, recycle)
         if isinstance(event, Deferred):
             for call in event.calls:
                 self.paused[(request.partition, call.id)] = held
@@ -239,18 +261,36 @@ class Pool:
         while len(self.known) > KNOWN_LIMIT:
             self.known.popitem(last=False)
         if self.keep_live <= 0 or self._closed or not session.alive:
-            return False
+            return self.recycler.release(session, recycle)
         replaced = self.live.pop(key, None)
         if replaced is not None and replaced.session is not session:
-            self._discard(replaced)  # the same exchange again: the older process is unreachable
+            self._let_go(replaced)  # the same exchange again: the older process is unreachable
         self.live[key] = held
-        self._limit(self.live, self.keep_live)
+        self._limit(self.live, self.keep_live, self._let_go)
         return True
 
-    def _limit(self, table: OrderedDict[Any, Held], limit: int) -> None:
+    def _limit(self, table: OrderedDict[Any, Held], limit: int, remove: Callable[[Held], Any] | None = None) -> None:
         while len({id(h) for h in table.values()}) > max(limit, 0):
             oldest = next(iter(table.values()))
-            self._discard(oldest)
+            (remove or self._discard)(oldest)
+
+    def _let_go(self, held: Held) -> bool:
+        """A live process whose conversation is no longer kept: reset for a new conversation (True), or ended
+        (the conversation itself can still continue by ``--resume``)."""
+        for key in [k for k, h in self.live.items() if h is held]:
+            del self.live[key]
+        if self.recycler.release(held.session, held.recycle):
+            return True
+        self._discard(held)
+        return False
+
+    def recycle_least_recent(self, recycle: str) -> bool:
+        """When live processes are at their limit, let the least recently used one with these flags go
+        (:meth:`_let_go`): it becomes a spare for a new conversation instead of a new process being started."""
+        if self.keep_live <= 0 or len(self.live) < self.keep_live:
+            return False
+        held = next((h for h in self.live.values() if h.recycle == recycle), None)
+        return held is not None and self._let_go(held)
 
     def _unpark(self, held: Held) -> None:
         for key in [k for k, h in self.paused.items() if h is held]:
@@ -264,11 +304,23 @@ class Pool:
         task = asyncio.ensure_future(self._end(held.session))
         task.add_done_callback(_log_failure)
 
+    def release(self, partition: str, call_ids: Iterable[str]) -> int:
+        """End the processes of this caller paused at these tool calls (a caller that gave up its chain: no
+        results will come). Returns how many."""
+        held = {id(h): h for c in call_ids if (h := self.paused.get((partition, c))) is not None}
+        for one in held.values():
+            self._discard(one)
+        return len(held)
+
     # -- processes ------------------------------------------------------------------------------------
     async def fresh(
         self, request: TurnRequest, cli: ClaudeCLI, policy: guard.Policy, timeouts: Timeouts
     ) -> tuple[Session, str]:
-        """A new process for a new conversation: started now ("cold"); the server overrides this with warm ones."""
+        """A process for a new conversation: a recycled one, else one started now ("cold"); the server
+        overrides this with warm ones."""
+        recycled = await self.recycler.take(request)
+        if recycled is not None:
+            return recycled, "recycled"
         return await self._spawn(request.spec, request, cli, policy, timeouts), "cold"
 
     async def _spawn(
@@ -286,6 +338,17 @@ class Pool:
             raise
         catalog.remember(session.initialize.get("models"), cli.env)
         return session
+
+    def _exit_later(self, session: Session) -> None:
+        """End a process whose answer is complete without making its caller wait: its input is closed now
+        and it exits by itself (about 30 ms; its transcript is complete then); :meth:`end_all` waits for it."""
+        self.sessions.discard(session)
+        if session.proc is not None:
+            session.proc.close_stdin()
+        task = asyncio.ensure_future(self._end(session, graceful=True))
+        self._exiting.add(task)
+        task.add_done_callback(self._exiting.discard)
+        task.add_done_callback(_log_failure)
 
     async def _end(self, session: Session, *, graceful: bool = False) -> None:
         """End a process: ``graceful`` (its input closed) only when it is idle after a finished answer;
@@ -316,16 +379,22 @@ class Pool:
         for held in {id(h): h for h in (*self.paused.values(), *self.live.values())}.values():
             if held.last_used < before or not held.session.alive:
                 self._discard(held)
+        for session in self.recycler.reap(before):
+            task = asyncio.ensure_future(self._end(session, graceful=True))
+            task.add_done_callback(_log_failure)
 
     async def end_all(self) -> None:
         """End every process started here (the pool stays usable)."""
         self.paused.clear()
         self.live.clear()
+        await asyncio.gather(*self._exiting, return_exceptions=True)
+        await self.recycler.end_all()
         await asyncio.gather(*(self._end(s) for s in list(self.sessions)), return_exceptions=True)
 
     async def close(self) -> None:
         """End every process and keep no more (interpreter exit, server shutdown)."""
         self._closed = True
+        self.recycler.close()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -336,6 +405,7 @@ class Pool:
         return {
             "paused": len({id(h) for h in self.paused.values()}),
             "live": len(self.live),
+            "recycled": self.recycler.health()["ready"],
             "processes": len(self.sessions),
         }
 

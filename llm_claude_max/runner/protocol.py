@@ -317,6 +317,14 @@ def encode_user_message(content: str | list[JSON]) -> bytes:
     return _line({"type": "user", "message": message, "parent_tool_use_id": None, "session_id": ""})
 
 
+def encode_clear(uuid: str) -> bytes:
+    """The one Claude Code command we ever send on purpose: ``/clear`` starts a new, empty conversation in
+    the same process (:mod:`.recycle`). ``uuid`` names the message, so the reset can be checked and its
+    record cut away afterwards. A caller's text never becomes a command (:func:`encode_user_message`)."""
+    message = {"role": "user", "content": "/clear"}
+    return _line({"type": "user", "message": message, "parent_tool_use_id": None, "session_id": "", "uuid": uuid})
+
+
 def encode_tool_results(results: list[JSON]) -> bytes:
     """One user message carrying ``tool_result`` blocks: how a paused turn is given its results."""
     message = {"role": "user", "content": results}

@@ -19,7 +19,7 @@ import errno
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from .protocol import (
     JSON,
     ControlRequest,
     ControlResponse,
+    Event,
     Init,
     RateLimit,
     Result,
@@ -297,6 +298,33 @@ class Session:
             if isinstance(event, Deferred):
                 return event.calls
         raise ProtocolError("The resumed CLI did not pause at its tool call.")
+
+    async def between_turns(self, line: bytes, until: Callable[[Event], bool]) -> list[Event]:
+        """Write one line (a command, a control request) to this idle process (its last step ended with the
+        model's answer) and read until ``until`` holds, answering the CLI's own requests meanwhile; the
+        events read are returned. Used between conversations (:mod:`.recycle`): a ``system/init`` read here
+        passes the same billing check as in a turn."""
+        self._ready()
+        assert self.proc is not None and self.route is not None
+        if self.paused:
+            raise ProtocolError("The CLI waits for tool results: it is not idle.")
+        deadline = time.monotonic() + self.timeouts.start
+        events: list[Event] = []
+        await self.proc.send(line)
+        while True:
+            event = await self._next(deadline)
+            if event is None:
+                raise failure.from_exit(await self._exit_code(), self.proc.stderr_tail(), interrupted=False)
+            if isinstance(event, ControlRequest):
+                await self.proc.send(self.dispatcher.answer(event))
+                continue
+            if isinstance(event, Init):
+                guard.check_init(event, self.route, self.policy)
+                self.proc.socket_path = event.socket_path
+                self.session_id = event.session_id
+            events.append(event)
+            if until(event):
+                return events
 
     def _ready(self) -> None:
         if self.proc is None or self.route is None or self._unchecked:

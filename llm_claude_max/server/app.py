@@ -25,7 +25,7 @@ from ..usage import gate as usage_gate
 from . import hosts, images, keys, openapi, throttle
 from .apis import anthropic_messages, common, openai_chat, openai_responses
 from .engine import Engine
-from .exchange import Call, Exchange, Limits
+from .exchange import Call, Exchange, Limits, partition_of
 
 PUBLIC_PATHS = {"/health", "/openapi.json"}
 DEEP_HEALTH_SECONDS = 10.0
@@ -176,6 +176,17 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
     async def usage_windows(request: Request) -> Response:
         return JSONResponse(usage_gate.document(engine.cli.env, engine.config.policy))
 
+    async def release(request: Request) -> Response:
+        """The caller gave up tool chains: end its processes paused at these calls (the warm server's `llm`)."""
+        try:
+            body = await exchange.read_json(request)
+        except ClaudeMaxError as exc:
+            return exchange.error_response(chat_api, exc)
+        ids = body.get("tool_call_ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return error(400, 'Send {"tool_call_ids": [...]}.', "invalid_request")
+        return JSONResponse({"released": engine.release(partition_of(request, body), ids)})
+
     async def openapi_document(request: Request) -> Response:
         return JSONResponse(openapi.document())
 
@@ -189,6 +200,7 @@ def create_app(engine: Engine, config: AppConfig) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/health/deep", deep_health, methods=["GET"]),
         Route("/v1/usage", usage_windows, methods=["GET"]),
+        Route("/v1/claude-max/release", release, methods=["POST"]),
         Route("/openapi.json", openapi_document, methods=["GET"]),
     ]
     middleware = [Middleware(_Guard, config=config)]

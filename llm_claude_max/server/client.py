@@ -14,8 +14,12 @@ from typing import Any
 
 from .. import errors, invocation
 from ..content import Block, Turn
-from ..runner.session import Notice, Reasoning, Summary, Text, ToolCallArgs, ToolCallStarted
+from ..runner.turn import Notice, Reasoning, Summary, Text, ToolCallArgs, ToolCallStarted
 from ..tools import ToolCall, ToolSpec
+
+
+class Unreachable(errors.CLINotFound):
+    """The server could not be reached, or stopped before taking the prompt: nothing was sent to it."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ def _raise_for(payload: Any, status: int) -> None:
         raise errors.ProtocolError(f"The claude-max server answered {status} without an error object.")
     cls = errors.by_code(error.get("code"))
     message = str(error.get("message") or f"HTTP {status}")
+    if error.get("code") == "server_stopping":
+        raise Unreachable(message)
     if cls is errors.ClaudeMaxError:
         raise errors.APIError(f"The claude-max server answered {status}: {message}", status=status)
     if cls is errors.APIError:
@@ -110,8 +116,11 @@ async def prompt(
     read_timeout: float,
     connect_timeout: float = 5.0,
     tools: Sequence[ToolSpec] = (),
+    uds: str | None = None,
 ) -> AsyncGenerator[Text | Reasoning | Notice | ToolCallStarted | ToolCallArgs | Finished, None]:
-    import httpx
+    """The prompt's events from the server at ``url`` (through the Unix socket ``uds`` when given).
+    :class:`Unreachable` when it could not be reached: then nothing was sent."""
+    httpx = _http()
 
     body: dict[str, Any] = {
         "model": model,
@@ -132,8 +141,10 @@ async def prompt(
     model_id: str | None = None
     calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
     try:
+        # Plain HTTP over a Unix socket: no TLS, so no certificate store to load (about 20 ms).
+        transport = httpx.AsyncHTTPTransport(uds=uds, verify=False) if uds else None
         async with (
-            httpx.AsyncClient(timeout=timeout, trust_env=False) as client,
+            httpx.AsyncClient(timeout=timeout, trust_env=False, transport=transport) as client,
             client.stream("POST", endpoint, json=body, headers=headers) as response,
         ):
             if response.status_code != 200:
@@ -174,6 +185,11 @@ async def prompt(
                     for call in delta.get("tool_calls") or []:
                         for event in _tool_call_delta(calls, call):
                             yield event
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise Unreachable(
+            f"The claude-max server at {uds or url} cannot be reached ({exc}). Start it with `claude-max serve`, "
+            "or unset CLAUDE_MAX_SERVER to run the CLI directly."
+        ) from exc
     except httpx.TimeoutException as exc:
         raise errors.ClaudeTimeout(f"The claude-max server at {url} sent nothing for {read_timeout:g} s.") from exc
     except httpx.HTTPError as exc:
@@ -191,10 +207,57 @@ async def prompt(
             cost_usd=meta.get("cost_estimate_usd"),
             continued=str(meta.get("continued") or "new"),
             warnings=tuple(meta.get("warnings") or ()),
-            extra={**(meta.get("extra") or {}), "process": meta.get("process"), "via": url},
+            extra={**(meta.get("extra") or {}), "process": meta.get("process"), "via": uds or url},
         ),
         tuple(ToolCall(i, n, json.loads(a or "{}")) for i, n, a in calls.values()),
     )
+
+
+_paused: dict[tuple[str, str | None, str | None], set[str]] = {}
+"""(url, key, socket) -> tool calls a server's process waits at for this process's results."""
+
+
+def track_calls(url: str, key: str | None, uds: str | None, *, paused: Sequence[str], answered: Sequence[str]) -> None:
+    """Remember the tool calls a step through a server ended with (and forget those answered now), so that
+    calls nobody will answer are released when this process exits (:func:`release_paused`)."""
+    calls = _paused.setdefault((url, key, uds), set())
+    calls.difference_update(answered)
+    if paused and not _registered:
+        import atexit
+
+        atexit.register(release_paused)
+        _registered.append(True)
+    calls.update(paused)
+
+
+_registered: list[bool] = []
+
+
+def release_paused() -> None:
+    """At exit: tell each server to end its processes paused at calls of ours that were never answered (a
+    chain stopped at its limit, Ctrl-C at an approval prompt), as a CLI of our own would have been ended."""
+    httpx = _http()
+    for (url, key, uds), calls in list(_paused.items()):
+        if not calls:
+            continue
+        transport = httpx.HTTPTransport(uds=uds, verify=False) if uds else None
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        try:
+            with httpx.Client(transport=transport, timeout=5.0, trust_env=False) as client:
+                client.post(url.rstrip("/") + "/v1/claude-max/release", json={"tool_call_ids": sorted(calls)},
+                            headers=headers)  # fmt: skip
+        except httpx.HTTPError:
+            pass  # the server is gone, and its processes with it
+        calls.clear()
+
+
+def _http() -> Any:
+    """httpx, or httpx2 (the same API) when `llm` has imported it already: importing httpx itself would cost
+    every prompt through a server about 60 ms."""
+    import importlib
+    import sys
+
+    return sys.modules.get("httpx2") or importlib.import_module("httpx")
 
 
 def _tool_call_delta(calls: dict[int, list[str]], delta: Any) -> list[ToolCallStarted | ToolCallArgs]:

@@ -4,6 +4,10 @@ seeded conversations, per caller) plus what only a server needs.
 - **Warm spares**: for each set of flags recently asked for, up to ``pool_size`` processes are started
   ahead and route-checked (``initialize``), waiting for a new conversation's first message (about 0.1 s
   to the first token instead of 0.45 s cold).
+- **Recycling** (``recycle``, on by default): a process whose conversation is let go is reset and kept
+  for the next new conversation of its caller with the same flags, on any model (:mod:`..runner.recycle`);
+  warm spares are then kept per set of flags without the model. A spare is made from the least recently
+  used live process rather than a new one when live processes are at their limit.
 - **Admission**: at most ``max_concurrency`` steps run at once and ``queue`` wait; beyond that a request
   is refused with :class:`~llm_claude_max.errors.ServerBusy` (429).
 - **Records**: every child is recorded, so a server that died has its children killed by the next one
@@ -29,6 +33,7 @@ from ..runner.client import ClaudeCLI
 from ..runner.command import CommandSpec
 from ..runner.pool import Pool, Start
 from ..runner.protocol import RateLimit
+from ..runner.recycle import Recycling, flags_key
 from ..runner.session import Deferred, Done, Session, Timeouts, TurnEvent
 from . import records
 from .records import ServerRecord
@@ -51,6 +56,14 @@ class EngineConfig:
     """Warm, live and paused processes idle longer than this are stopped (conversations stay resumable)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     policy: guard.Policy = field(default_factory=guard.Policy)
+    recycle: bool = True
+    """Reset finished conversations' processes for new ones (up to ``pool_size`` per caller and flags)."""
+    max_conversations: int = 50
+    """A recycled process is ended after this many conversations."""
+
+    def recycling(self) -> Recycling:
+        spares = self.pool_size if self.recycle else 0
+        return Recycling(spares=spares, total=spares, max_conversations=self.max_conversations)
 
 
 @dataclass
@@ -72,6 +85,7 @@ class TurnTimes:
 class Stats:
     cold_starts: int = 0
     warm_hits: int = 0
+    recycled_hits: int = 0
     live_hits: int = 0
     paused_hits: int = 0
     resumes: int = 0
@@ -82,6 +96,8 @@ class Stats:
     def count(self, start: Start) -> None:
         if start.process == "warm":
             self.warm_hits += 1
+        elif start.process == "recycled":
+            self.recycled_hits += 1
         name = {"live": "live_hits", "paused": "paused_hits", "resumed": "resumes", "seeded": "seeded",
                 "replayed": "replays"}.get(start.continued)  # fmt: skip
         if name is not None:
@@ -90,7 +106,12 @@ class Stats:
 
 class Engine(Pool):
     def __init__(self, cli: ClaudeCLI, config: EngineConfig, record: ServerRecord | None = None) -> None:
-        super().__init__(keep_live=config.live_sessions, max_paused=config.max_paused, idle_seconds=config.idle_seconds)
+        super().__init__(
+            keep_live=config.live_sessions,
+            max_paused=config.max_paused,
+            idle_seconds=config.idle_seconds,
+            recycling=config.recycling(),
+        )
         self.cli = cli
         self.config = config
         self.record = record
@@ -105,9 +126,11 @@ class Engine(Pool):
         self._turns = TurnTimes()
         self._waiting = 0
         self._running = 0
+        self._active_at = time.monotonic()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.on_spawn = self._recorded
         self.on_end = self._unrecorded
+        self.recycler.on_ready = self._trim_warm
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> list[int]:
@@ -169,27 +192,52 @@ class Engine(Pool):
     async def fresh(
         self, request: TurnRequest, cli: ClaudeCLI, policy: guard.Policy, timeouts: Timeouts
     ) -> tuple[Session, str]:
-        key = spec_key(request.spec, request.cwd)
-        session = self._take_warm(key) if self.config.pool_size and request.cwd is None else None
+        recycled = await self.recycler.take(request)
+        session = None
+        if recycled is None and self.config.pool_size and request.cwd is None:
+            session = self._take_warm(self._warm_key(request.spec))
         if request.cwd is None:
-            self._refill(request.spec)
+            self._refill(request.spec, self.recycler.key(request))
+        if recycled is not None:
+            return recycled, "recycled"
         if session is not None:
             self.sessions.add(session)
-            return session, "warm"
+            if await self._switch_model(session, request):
+                return session, "warm"
         return await self._spawn(request.spec, request, cli, policy, timeouts), "cold"
+
+    def _warm_key(self, spec: CommandSpec) -> str:
+        """Warm spares are kept per set of flags; without the model when ``set_model`` picks it."""
+        return flags_key(spec) if self.config.recycle else spec_key(spec)
+
+    async def _switch_model(self, session: Session, request: TurnRequest) -> bool:
+        if not self.config.recycle:
+            return True
+        try:
+            await self.recycler.use(session, request.spec.model)
+        except ClaudeMaxError as exc:
+            logger.warning("a warm CLI process could not switch its model and was ended: %s", exc)
+            await self._end(session)
+            return False
+        return True
 
     def _warm_count(self) -> int:
         return sum(len(v) for v in self.warm.values()) + len(self._warming)
 
-    def _refill(self, spec: CommandSpec) -> None:
+    def _refill(self, spec: CommandSpec, recycle: str | None = None) -> None:
         """Keep up to ``pool_size`` warm processes for ``spec``, the most recently asked for: those of less
-        recently used flags give way."""
+        recently used flags give way. Recycled spares (``recycle``: their key) count; one is made from a live
+        process, when live processes are at their limit, rather than a new process started."""
         if self.stopping.is_set() or not self.config.pool_size:
             return
-        key = spec_key(spec)
+        key = self._warm_key(spec)
         self.warm.setdefault(key, [])
         self.warm.move_to_end(key)
         wanted = self.config.pool_size - len(self.warm[key]) - self._warming.count(key)
+        if recycle is not None:
+            wanted -= self.recycler.count(recycle)
+            while wanted > 0 and self.recycle_least_recent(recycle):
+                wanted -= 1
         for other in list(self.warm):
             if wanted <= 0 or self._warm_count() + wanted <= self.config.pool_size:
                 break
@@ -213,6 +261,13 @@ class Engine(Pool):
             await self._end(session)
         else:
             self.warm.setdefault(key, []).append(session)
+
+    def _trim_warm(self, recycle: str) -> None:
+        """A recycled spare became ready: processes ready for these flags stay within ``pool_size`` (memory no
+        higher than with warm spares alone); a warm one, slower to its first token, gives way."""
+        warm = self.warm.get(self.recycler.flags_of(recycle), [])
+        while warm and len(warm) + self.recycler.count(recycle) > self.config.pool_size:
+            self._background(self._end(warm.pop(0)))
 
     def _take_warm(self, key: str) -> Session | None:
         sessions = self.warm.get(key, [])
@@ -264,14 +319,22 @@ class Engine(Pool):
             yield
         finally:
             self._running -= 1
+            self._active_at = time.monotonic()
             self._slots.release()
             self._turns.add(time.monotonic() - started)
+
+    def quiet_for(self) -> float:
+        """How long no step has run or waited (0 while one does)."""
+        if self._running or self._waiting:
+            return 0.0
+        return time.monotonic() - self._active_at
 
     def health(self) -> dict[str, Any]:
         return {
             "running": self._running,
             "waiting": self._waiting,
             "warm": self._warm_count(),
+            "recycled": self.recycler.health(),
             "live_conversations": len(self.live),
             "paused_conversations": len({id(h) for h in self.paused.values()}),
             "processes": len(self.sessions) + self._warm_count(),

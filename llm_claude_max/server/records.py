@@ -35,6 +35,7 @@ def process_start(pid: int) -> int | None:
 
 
 def alive(pid: Any, start: Any) -> bool:
+    """The process runs (a zombie, exited but not yet reaped by its parent, does not)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -43,7 +44,17 @@ def alive(pid: Any, start: Any) -> bool:
         return False
     except PermissionError:
         pass
+    if _state(pid) == "Z":
+        return False
     return start is None or process_start(pid) == start
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (Linux), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _is_claude(pid: int) -> bool:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -37,9 +40,19 @@ class ServeOptions:
     idle_seconds: float = 600.0
     allow_remote_images: bool = False
     cors_origins: tuple[str, ...] = ()
+    recycle: bool = True
+    max_conversations: int = 50
     max_body_bytes: int = 20 * 1024 * 1024
     max_connections: int = 256
     log_level: str = "warning"
+    unix_socket: Path | None = None
+    """Listen on this Unix socket (made 0600) instead of ``host:port`` (the warm server, :mod:`..warm`)."""
+    key: str | None = None
+    """Require this key (instead of the stored one, when ``require_key``)."""
+    exit_when_idle: float | None = None
+    """Stop after this many seconds without a request."""
+    on_listening: Callable[[str], None] | None = None
+    """Called with the URL once requests are accepted."""
 
 
 def _bind(host: str, port: int) -> connections.Listener:
@@ -69,6 +82,30 @@ class _Server(uvicorn.Server):
             asyncio.get_running_loop().call_soon_threadsafe(self.engine.begin_stop)
 
 
+def _bind_unix(path: Path) -> connections.Listener:
+    sock = connections.Listener(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a socket left by a server that died (a live one holds the warm server's lock)
+    umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(f"Cannot listen on {path}: {exc.strerror}") from None
+    finally:
+        os.umask(umask)
+    sock.listen(128)
+    sock.set_inheritable(False)
+    return sock
+
+
+async def _exit_when_idle(engine: Engine, server: uvicorn.Server, seconds: float) -> None:
+    while not server.should_exit:
+        await asyncio.sleep(min(5.0, max(seconds / 4, 0.05)))
+        if engine.quiet_for() >= seconds:
+            server.should_exit = True
+
+
 def run(options: ServeOptions) -> None:
     children.install()  # SIGHUP (uvicorn handles SIGTERM and SIGINT while it serves), atexit
     try:
@@ -79,7 +116,7 @@ def run(options: ServeOptions) -> None:
     settings = cli.settings
     policy = guard.Policy.from_settings(settings)
     try:
-        key, where = keys.load() if options.require_key else (None, "none")
+        key, where = keys.load() if options.require_key and options.key is None else (options.key, "none")
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -90,10 +127,15 @@ def run(options: ServeOptions) -> None:
     except ClaudeMaxError as exc:
         click.secho(f"Every request will fail until this is fixed: {exc}", fg="red", err=True)
 
-    sock = _bind(options.host, options.port)
-    host, port = sock.getsockname()[:2]
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    info = {"url": url, "host": host, "port": port, "public": options.public, "key_required": key is not None}
+    if options.unix_socket is not None:
+        sock = _bind_unix(options.unix_socket)
+        url = "http://localhost"
+        info = {"url": url, "socket": str(options.unix_socket), "public": False, "key_required": key is not None}
+    else:
+        sock = _bind(options.host, options.port)
+        host, port = sock.getsockname()[:2]
+        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        info = {"url": url, "host": host, "port": port, "public": options.public, "key_required": key is not None}
     record = ServerRecord(info, cli.env)
     engine = Engine(
         cli,
@@ -105,6 +147,8 @@ def run(options: ServeOptions) -> None:
             idle_seconds=options.idle_seconds,
             timeouts=Timeouts(),
             policy=policy,
+            recycle=options.recycle,
+            max_conversations=options.max_conversations,
         ),
         record,
     )
@@ -113,11 +157,18 @@ def run(options: ServeOptions) -> None:
         # Printed only now: uvicorn handles SIGTERM from here on, so "listening" means "stoppable" too.
         if orphans:
             click.echo(f"Stopped {len(orphans)} claude process(es) left by a server that died.", err=True)
+        if options.exit_when_idle:
+            watchers.add(asyncio.ensure_future(_exit_when_idle(engine, server, options.exit_when_idle)))
+        if options.on_listening is not None:
+            options.on_listening(url)
+            return
         if key is not None:
             click.echo(f"API key required (`{invocation.command('server-key')}` prints it; kept in {where}).", err=True)
         click.echo(f"claude-max serve: listening on {url} (OpenAI base URL: {url}/v1)", err=True)
         sys.stdout.write(f"{url}\n")
         sys.stdout.flush()
+
+    watchers: set[asyncio.Future[None]] = set()
 
     app = create_app(
         engine,
@@ -150,5 +201,9 @@ def run(options: ServeOptions) -> None:
     try:
         server.run(sockets=[sock])
     finally:
+        for watcher in watchers:
+            watcher.cancel()
         sock.close()
         record.close()
+        if options.unix_socket is not None:
+            options.unix_socket.unlink(missing_ok=True)
