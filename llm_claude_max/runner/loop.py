@@ -127,7 +127,9 @@ class Background:
             def done(task: asyncio.Task[None]) -> None:
                 self._tasks.pop(future, None)
                 if task.cancelled():
-                    future.cancel()
+                    # A running concurrent future cannot be cancelled (cancel() is a no-op): finish it, or a
+                    # caller waiting for the work's cleanup would wait forever.
+                    future.set_result(None)
                 elif task.exception() is not None:
                     future.set_exception(task.exception())
                 else:
