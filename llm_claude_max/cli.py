@@ -238,7 +238,7 @@ TOS_WARNING = (
     default=True,
     show_default=True,
     help="Reset a finished conversation's process for the next new one instead of starting another "
-    "(docs/recycling.md: what the model sees).",
+    "(the new conversation gets nothing of the earlier one).",
 )
 @click.option(
     "--max-conversations",
@@ -368,7 +368,7 @@ def _service(ctx: click.Context, *, install: bool, uninstall: bool) -> None:
         click.echo(f"Remove it with: {_command('serve --uninstall-service')}")
 
 
-@cli.group()
+@cli.group(short_help="A private background server that makes llm prompts start faster.")
 def warm() -> None:
     """A private server in the background that `llm -m claude-max` prompts go through, so they start in a
     running CLI process (about 0.1 s sooner each, and far less CPU). It stops by itself when idle.
@@ -442,13 +442,14 @@ def warm_status(as_json: bool) -> None:
 @warm.command("serve", hidden=True)
 @click.option("--idle-timeout", default=900, type=click.IntRange(5))
 @click.option("--pool-size", default=1, type=click.IntRange(0, 8))
-def warm_serve(idle_timeout: int, pool_size: int) -> None:
+@click.option("--spelling", default=None, help="How messages spell the claude-max command for the prompts served.")
+def warm_serve(idle_timeout: int, pool_size: int, spelling: str | None) -> None:
     """Run the warm server in the foreground (`warm start` runs this in the background)."""
     import os
 
     from . import warm as warm_server
 
-    warm_server.serve(os.environ, idle_timeout=idle_timeout, pool_size=pool_size)
+    warm_server.serve(os.environ, idle_timeout=idle_timeout, pool_size=pool_size, spelling=spelling)
 
 
 @cli.command("server-key", short_help="Print the API key of the server (created on first use).")
@@ -489,7 +490,7 @@ def usage(click_ctx: click.Context, as_json: bool) -> None:
     if click_ctx.invoked_subcommand is not None:
         if as_json:
             command = click_ctx.invoked_subcommand
-            raise click.UsageError(f"--json goes after the subcommand: claude-max usage {command} --json")
+            raise click.UsageError(f"--json goes after the subcommand: {_command(f'usage {command} --json')}")
         return
     import os
 

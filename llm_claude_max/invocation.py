@@ -53,6 +53,12 @@ def serving() -> None:
     _door.serving = True
 
 
+def relaying(spelling: str) -> None:
+    """This process is the warm server, which answers the `llm` prompts of one user: its messages are spelt
+    as for them (``spelling``, the front door that started it), and opt-ins are llm's."""
+    _door.spelling, _door.serving = spelling, False
+
+
 def is_serving() -> bool:
     return _door.serving
 

@@ -267,7 +267,7 @@ class _Shared:
         self, prompt: llm.Prompt, options: ClaudeMaxOptions, url: str, key: str | None, *, uds: str | None = None
     ) -> AsyncIterator[TurnEvent | Finished]:
         """The prompt through a running `claude-max serve` (``CLAUDE_MAX_SERVER``, or the warm server)."""
-        from .runner.session import DEFAULT_TIMEOUTS
+        from .runner.timeouts import DEFAULT_TIMEOUTS
         from .server import client
 
         local_only = {"allow_api_billing", "allow_overage", "claude_tools", "claude_tools_dir", "cli"}

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config, paths
+from . import config, invocation, paths
 
 IDLE_TIMEOUT = 900
 """Seconds without a prompt after which a warm server stops."""
@@ -125,6 +125,9 @@ async def route(
 
     endpoint = None if any(getattr(options, name, None) is not None for name in LOCAL_ONLY) else find(env)
     if endpoint is not None:
+        from . import progress
+
+        progress.phase("waiting for the warm claude-max server")
         events = via(endpoint)
         try:
             try:
@@ -140,12 +143,16 @@ async def route(
                 return
         finally:
             await events.aclose()  # type: ignore[attr-defined]
-    try:
-        async for event in local():
-            yield event
-    finally:
-        if wanted(env) and not _started:
-            _started.append(start(env, wait=False))
+    async for event in local():
+        yield event
+    if wanted(env) and not _started:  # after a prompt that went well: starting one never hides a failure
+        _started.append(None)
+        try:
+            start(env, wait=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            sys.stderr.write(
+                f"claude-max: the warm server could not be started ({exc}); prompts start their own CLI.\n"
+            )
 
 
 _started: list[Endpoint | None] = []
@@ -164,7 +171,7 @@ def start(
     where = directory(env)
     _private_dir(where)
     command = [sys.executable, "-m", "llm_claude_max.cli", "warm", "serve", "--idle-timeout", str(idle_timeout)]
-    command += ["--pool-size", str(pool_size)]
+    command += ["--pool-size", str(pool_size), "--spelling", invocation.prefix()]
     with (where / "server.log").open("ab") as log:
         # Through sh, which exits at once: the server is nobody's child (init reaps it), in a session of its
         # own (no terminal: Ctrl-C at a prompt never reaches it).
@@ -236,7 +243,7 @@ def _private_dir(path: Path) -> None:
 
 
 # -- the server's side ------------------------------------------------------------------------------------
-def serve(env: Mapping[str, str], *, idle_timeout: int, pool_size: int) -> None:
+def serve(env: Mapping[str, str], *, idle_timeout: int, pool_size: int, spelling: str | None = None) -> None:
     """Run the warm server of this environment in the foreground (``start`` runs this in the background).
     Returns at once if one runs already."""
     import fcntl
@@ -278,6 +285,7 @@ def serve(env: Mapping[str, str], *, idle_timeout: int, pool_size: int) -> None:
             unix_socket=socket_path,
             exit_when_idle=float(idle_timeout),
             on_listening=listening,
+            relay_for=spelling or invocation.INSIDE_LLM,
         )
         try:
             run(options)

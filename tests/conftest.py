@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -29,6 +30,12 @@ from llm_claude_max.runner.locate import TESTED_VERSION
 from . import proctable
 from .fakeapi import FakeAnthropicAPI
 from .server_process import Server, start_server
+
+# A suite started in the background (`./dev test &`, and CI) inherits an ignored SIGINT, and so would every
+# `llm` it starts: Python leaves an ignored SIGINT ignored, so the Ctrl-C tests would test nothing but
+# that. A handler here is reset to the default in each child at exec, as on a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TESTS = Path(__file__).parent
 FAKE_CLAUDE = TESTS / "fake_claude.py"

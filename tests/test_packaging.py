@@ -56,10 +56,9 @@ UV = uv_executable()
 def uv(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``uv args`` from the cache alone, or, if the cache lacks something, with the network."""
     base = {**os.environ, **PROXIES, "UV_CACHE_DIR": UV_CACHE, "UV_NO_PROGRESS": "1", **(env or {})}
-    for offline in ("1", ""):
-        done = subprocess.run(
-            [UV, *args], capture_output=True, text=True, check=False, cwd=cwd, env={**base, "UV_OFFLINE": offline}
-        )
+    base.pop("UV_OFFLINE", None)
+    for offline in ({"UV_OFFLINE": "1"}, {}):  # (an empty UV_OFFLINE is an error to uv, not "online")
+        done = subprocess.run([UV, *args], capture_output=True, text=True, check=False, cwd=cwd, env={**base, **offline})
         if done.returncode == 0:
             return done
     raise AssertionError(f"uv {' '.join(args)} failed:\n{done.stderr}")
@@ -127,7 +126,7 @@ def test_the_wheel_is_complete_and_described(built: Built) -> None:
         metadata = email.parser.Parser().parsestr(archive.read(f"{info}/METADATA").decode())
         entry_points = archive.read(f"{info}/entry_points.txt").decode()
     for needed in ("llm_claude_max/py.typed", "diagnostics/py.typed", "diagnostics/schema.json",
-                   "llm_claude_max/server/openapi.json", "llm_claude_max/__main__.py", f"{info}/licenses/LICENSE"):  # fmt: skip
+                   "llm_claude_max/server/openapi.py", "llm_claude_max/__main__.py", f"{info}/licenses/LICENSE"):  # fmt: skip
         assert needed in names
     assert not [n for n in names if n.startswith(("tests/", "bench/", "docs/")) or "__pycache__" in n]
     assert metadata["Name"] == "llm-claude-max" and metadata["License-Expression"] == "Apache-2.0"

@@ -27,6 +27,17 @@ ANTHROPIC = {"anthropic-version": "2023-06-01"}
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+NESTED = _nested(400)
+"""A schema deeper than jsonschema's recursive check can follow (well within the JSON parser's limit)."""
+
+
 @pytest.fixture
 async def http(fake_cli: FakeCLI) -> AsyncIterator[httpx.AsyncClient]:
     async with serve() as client:
@@ -92,6 +103,33 @@ RESPONSES_400 = [
     ),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}, "file ids are not"),
     ({"tools": [WEATHER], "tool_choice": "required", "text": {"format": {"type": "json_object"}}}, "cannot be"),
+    # Schemas and arguments that would break the checks themselves: a 400, never a 500.
+    ({"tools": [{**WEATHER, "parameters": {"type": "object", "$schema": 5}}]}, "`$schema` must be a URI string"),
+    ({"tools": [{**WEATHER, "parameters": {"type": "object", "$schema": []}}]}, "`$schema` must be a URI string"),
+    ({"tools": [{**WEATHER, "parameters": NESTED}]}, "nested too deeply"),
+    (
+        {
+            "input": [
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "[" * 100_000},
+                {"role": "user", "content": "x"},
+            ]
+        },
+        "input.0.arguments: not valid JSON",
+    ),
+    (  # a remote image inside a function's output would slip past --allow-remote-images
+        {
+            "input": [
+                {"type": "function_call", "call_id": "c", "name": "get_weather", "arguments": "{}"},
+                {
+                    "type": "function_call_output",
+                    "call_id": "c",
+                    "output": [{"type": "input_image", "image_url": "http://169.254.169.254/x.png"}],
+                },
+            ],
+            "tools": [WEATHER],
+        },
+        "an image in a function call's output must be a data URL",
+    ),
 ]
 
 
@@ -131,6 +169,9 @@ MESSAGES_400 = [
         {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]},
         "sources of type `file` are not supported",
     ),
+    ({"stop_sequences": [""]}, "each stop sequence must contain non-whitespace characters"),
+    ({"stop_sequences": ["END", " "]}, "each stop sequence must contain non-whitespace characters"),
+    ({"tools": [{"name": "t", "input_schema": {"type": "object", "$schema": 5}}]}, "`$schema` must be a URI string"),
 ]
 
 
@@ -201,12 +242,12 @@ async def test_an_error_mid_stream_ends_each_stream_in_its_apis_shape(
     fake_cli.scenario(steps=CUT_SHORT)
     chat = {"model": "claude-max", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     events = sse(await http.post("/v1/chat/completions", json=chat))
-    assert events[-1][1]["error"]["code"] == "protocol_error" and events[-1][1]["error"]["status"] == 502
+    assert events[-1][1]["error"]["code"] == "cli_crashed" and events[-1][1]["error"]["status"] == 502
 
     events = sse(await http.post("/v1/responses", json={"model": "claude-max", "input": "hi", "stream": True}))
     name, data = events[-1]
     assert name == "response.failed" and data["response"]["status"] == "failed"
-    assert data["response"]["error"]["code"] == "protocol_error"
+    assert data["response"]["error"]["code"] == "cli_crashed"
     assert data["response"]["id"] == events[0][1]["response"]["id"]
 
     body = {"model": "claude-max", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "stream": True}

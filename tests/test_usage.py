@@ -350,11 +350,11 @@ def test_one_warning_line_when_a_window_is_nearly_used_up(api: FakeAnthropicAPI)
     assert (first.stdout, second.stdout) == ("a\n", "b\n")
     assert first.stderr.splitlines() == [
         f"claude-max: 5-hour window at 93 %, resets {guard.format_reset(now + 3000)} "
-        "(`claude-max usage` shows every window)"
+        "(`llm claude-max usage` shows every window)"
     ]
     assert second.stderr.splitlines() == [
         f"claude-max: 5-hour window at 95 %, resets {guard.format_reset(now + 600)} "
-        "(`claude-max usage` shows every window)"
+        "(`llm claude-max usage` shows every window)"
     ]
     logged = json.loads(CliRunner().invoke(llm_cli, ["logs", "--json", "-n", "1"]).output)
     assert logged[0]["response_json"]["warnings"] == second.stderr.splitlines()

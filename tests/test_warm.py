@@ -21,7 +21,7 @@ from llm_claude_max import warm
 from llm_claude_max.server import records
 
 from . import proctable
-from .fakeapi import FakeAnthropicAPI, Reply, ToolUse, tool_results
+from .fakeapi import FakeAnthropicAPI, Reply, ToolUse, five_hour_limit_headers, tool_results
 
 pytestmark = pytest.mark.real_cli
 
@@ -117,6 +117,17 @@ def test_the_socket_wants_the_key(api: FakeAnthropicAPI) -> None:
         wrong = client.post("/v1/chat/completions", json=body, headers={"authorization": "Bearer cmx-wrong-key-0000"})
         assert wrong.status_code == 401
     assert api.message_requests == []
+
+
+def test_its_messages_speak_to_llm_users(api: FakeAnthropicAPI) -> None:
+    """The warm server answers llm prompts: an opt-in it refuses names llm's option, not a server's environment."""
+    start_warm()
+    reset = int(time.time()) + 3600
+    api.enqueue(Reply(text="Paid words here", headers=five_hour_limit_headers(reset, overage=True)))
+    done = llm_run("-m", "claude-max", "hi")
+    assert done.returncode != 0
+    assert "pass -o allow_overage 1" in done.stderr, done.stderr
+    assert "in its environment" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_server_that_cannot_be_reached_means_the_prompt_runs_here(api: FakeAnthropicAPI) -> None:

@@ -20,7 +20,6 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from .protocol import (
     encode_tool_results,
     encode_user_message,
 )
+from .timeouts import DEFAULT_TIMEOUTS, Timeouts
 from .turn import (
     ClaudeToolRan,
     Deferred,
@@ -86,21 +86,6 @@ __all__ = [
     "TurnEvent",
     "retry_notice",
 ]
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Watchdogs, in seconds. On expiry the whole process group is killed."""
-
-    start: float = 30.0
-    """From spawn until the CLI has answered ``initialize``."""
-    idle: float = 180.0
-    """Longest silence (no event at all) while a turn runs."""
-    total: float | None = 1800.0
-    """Hard cap for one turn."""
-
-
-DEFAULT_TIMEOUTS = Timeouts()
 
 
 class Session:

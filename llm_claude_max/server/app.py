@@ -46,6 +46,8 @@ class AppConfig:
     info: dict[str, Any] = field(default_factory=dict)
     image_fetcher: images.Fetcher | None = None
     """How remote images are fetched (default: public addresses only, within max_image_bytes)."""
+    relay_for: str | None = None
+    """The warm server: its callers are llm prompts, whose commands are spelt like this (``llm claude-max``)."""
     on_ready: Callable[[list[int]], None] | None = None
     """Called once the server accepts requests and handles signals, with the orphans it reaped."""
 
@@ -73,7 +75,10 @@ def _lock_until() -> int | None:
 
 
 def create_app(engine: Engine, config: AppConfig) -> Starlette:
-    invocation.serving()  # opt-in hints in errors name the server's environment, never llm's -o options
+    if config.relay_for is not None:
+        invocation.relaying(config.relay_for)
+    else:
+        invocation.serving()  # opt-in hints in errors name the server's environment, never llm's -o options
     exchange = Exchange(engine, Limits(max_body_bytes=config.max_body_bytes, show_stderr=config.loopback))
     chat_api = openai_chat.Adapter(lock_until=_lock_until)
     fetcher = config.image_fetcher or images.Fetcher(images.Limits(max_image_bytes=config.max_image_bytes))

@@ -135,7 +135,7 @@ async def prompt(
         body["tools"] = openai_tools(tools)
     headers = {"authorization": f"Bearer {key}"} if key else {}
     timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=60.0, pool=5.0)
-    endpoint = url.rstrip("/") + ("/chat/completions" if url.rstrip("/").endswith("/v1") else "/v1/chat/completions")
+    endpoint = _base(url) + "/v1/chat/completions"
     meta: dict[str, Any] = {}
     usage: dict[str, Any] = {}
     model_id: str | None = None
@@ -186,9 +186,9 @@ async def prompt(
                         for event in _tool_call_delta(calls, call):
                             yield event
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise Unreachable(
-            f"The claude-max server at {uds or url} cannot be reached ({exc}). Start it with `claude-max serve`, "
-            "or unset CLAUDE_MAX_SERVER to run the CLI directly."
+        raise Unreachable(  # (the warm server's callers run their own CLI instead, and never show this)
+            f"The claude-max server at {uds or url} cannot be reached ({exc}). Start it with "
+            f"`{invocation.command('serve')}`, or unset CLAUDE_MAX_SERVER to run the CLI directly."
         ) from exc
     except httpx.TimeoutException as exc:
         raise errors.ClaudeTimeout(f"The claude-max server at {url} sent nothing for {read_timeout:g} s.") from exc
@@ -244,11 +244,17 @@ def release_paused() -> None:
         headers = {"authorization": f"Bearer {key}"} if key else {}
         try:
             with httpx.Client(transport=transport, timeout=5.0, trust_env=False) as client:
-                client.post(url.rstrip("/") + "/v1/claude-max/release", json={"tool_call_ids": sorted(calls)},
+                client.post(_base(url) + "/v1/claude-max/release", json={"tool_call_ids": sorted(calls)},
                             headers=headers)  # fmt: skip
         except httpx.HTTPError:
             pass  # the server is gone, and its processes with it
         calls.clear()
+
+
+def _base(url: str) -> str:
+    """The server's root: ``CLAUDE_MAX_SERVER`` may name it with or without ``/v1``."""
+    url = url.rstrip("/")
+    return url.removesuffix("/v1")
 
 
 def _http() -> Any:

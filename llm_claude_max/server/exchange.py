@@ -123,7 +123,10 @@ class Exchange:
         env, policy = self.engine.cli.env, self.engine.config.policy
         try:
             body = await self.read_json(request)
-            call = api.parse(body, partition_of(request, body))
+            try:
+                call = api.parse(body, partition_of(request, body))
+            except RecursionError:  # JSON that parses, nested deeper than its checks can follow
+                raise InvalidRequest("The request is nested too deeply.") from None
             if check is not None:
                 check(call)
             # The last reading says the plan refuses prompts until a reset: answer at once, start nothing.

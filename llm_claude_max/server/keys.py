@@ -97,5 +97,5 @@ def refusal() -> str:
     """The 401 message: where the key comes from, and how to send it."""
     return (
         f"Missing or wrong API key. This server requires the key that `{invocation.command('server-key')}` prints, "
-        f"sent as `Authorization: Bearer <key>` (the llm plugin sends {config.SERVER_KEY})."
+        f"sent as `Authorization: Bearer <key>` or `x-api-key: <key>` (the llm plugin sends {config.SERVER_KEY})."
     )

@@ -51,6 +51,8 @@ class ServeOptions:
     """Require this key (instead of the stored one, when ``require_key``)."""
     exit_when_idle: float | None = None
     """Stop after this many seconds without a request."""
+    relay_for: str | None = None
+    """The warm server: messages are spelt for the llm prompts it answers (see ``AppConfig.relay_for``)."""
     on_listening: Callable[[str], None] | None = None
     """Called with the URL once requests are accepted."""
 
@@ -179,6 +181,7 @@ def run(options: ServeOptions) -> None:
             cors_origins=options.cors_origins,
             loopback=not options.public,
             info=info,
+            relay_for=options.relay_for,
             on_ready=ready,
         ),
     )

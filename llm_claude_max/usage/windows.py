@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .. import guard
+from .. import guard, invocation
 
 ORDER = ("five_hour", "seven_day", "seven_day_opus", "seven_day_sonnet", "seven_day_overage_included")
 """How windows are listed; unknown ones follow, by name."""
@@ -211,7 +211,7 @@ def warning(reading: Reading, now: float) -> str | None:
         parts.append(f"{window.label} window {amount}" + (f", resets {when}" if when else ""))
     if not parts:
         return None
-    return "claude-max: " + "; ".join(parts) + " (`claude-max usage` shows every window)"
+    return "claude-max: " + "; ".join(parts) + f" (`{invocation.command('usage')}` shows every window)"
 
 
 def iso(epoch: float | None) -> str | None:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 from sse_starlette import ServerSentEvent
 
 from ...content import Block, Turn, replay_block, text_block
@@ -250,6 +250,13 @@ class MessagesRequest(BaseModel):
     output_format: OutputFormat | None = None
     metadata: Metadata | None = None
     claude_max: Extension | None = None
+
+    @field_validator("stop_sequences")
+    @classmethod
+    def _stops(cls, value: list[str] | None) -> list[str] | None:
+        if value and any(not s.strip() for s in value):
+            raise ValueError("each stop sequence must contain non-whitespace characters")  # as Anthropic's API
+        return value
 
 
 # -- response models (for the OpenAPI document; answers are checked against them in the tests) ---------

@@ -99,6 +99,21 @@ def remote_urls(blocks: Iterable[Block]) -> list[str]:
     return [b["url"] for b in blocks if b.get("type") == "remote_image"]
 
 
+def check_schema(schema: dict[str, Any], where: str) -> None:
+    """A JSON Schema the CLI can be given: valid for its own ``$schema`` (draft 2020-12 when it names none or
+    one jsonschema does not know), and not nested too deeply to check."""
+    dialect = schema.get("$schema")
+    if dialect is not None and not isinstance(dialect, str):
+        raise InvalidRequest(f"{where}: `$schema` must be a URI string.")
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidRequest(f"{where}: not a valid JSON Schema: {exc.message}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{where}: the schema is nested too deeply.") from None
+
+
 def tool_spec(name: Any, description: Any, parameters: Any, where: str) -> ToolSpec:
     """A function tool, checked: an OpenAI-style name and a valid JSON Schema for its arguments."""
     if not isinstance(name, str) or not TOOL_NAME.match(name):
@@ -106,10 +121,7 @@ def tool_spec(name: Any, description: Any, parameters: Any, where: str) -> ToolS
     schema = parameters if parameters is not None else {"type": "object", "properties": {}}
     if not isinstance(schema, dict):
         raise InvalidRequest(f"{where}.parameters: must be a JSON Schema object.")
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise InvalidRequest(f"{where}.parameters: not a valid JSON Schema: {exc.message}") from None
+    check_schema(schema, f"{where}.parameters")
     if schema.get("type", "object") != "object":
         raise InvalidRequest(f"{where}.parameters: the arguments must be an object (`type: object`).")
     return ToolSpec(name, description if isinstance(description, str) else "", schema)

@@ -452,7 +452,7 @@ def _assistant_blocks(message: AssistantMessage, index: int, where: str) -> list
     for n, (call_id, function) in enumerate(calls):
         try:
             arguments = json.loads(function.arguments or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidRequest(f"{where}.tool_calls.{n}.function.arguments: not valid JSON.") from None
         if not isinstance(arguments, dict):
             raise InvalidRequest(f"{where}.tool_calls.{n}.function.arguments: must be a JSON object.")

@@ -329,25 +329,33 @@ class PreviousResponseNotFound(InvalidRequest):
 
 class Memory:
     """Responses this server gave, per caller, with their conversation (the turns up to and including the
-    answer): what ``previous_response_id`` continues. Bounded: the least recently used are forgotten."""
+    answer): what ``previous_response_id`` continues. Bounded in number and in bytes (each conversation
+    counted whole, though conversations share their earlier turns): the least recently used are forgotten."""
 
-    def __init__(self, limit: int = 1000) -> None:
+    def __init__(self, limit: int = 1000, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.limit = limit
-        self._turns: OrderedDict[tuple[str, str], tuple[Turn, ...]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._turns: OrderedDict[tuple[str, str], tuple[tuple[Turn, ...], int]] = OrderedDict()
+        self._bytes = 0
 
     def remember(self, partition: str, response_id: str, turns: tuple[Turn, ...]) -> None:
-        self._turns[(partition, response_id)] = turns
-        while len(self._turns) > self.limit:
-            self._turns.popitem(last=False)
+        key = (partition, response_id)
+        if key in self._turns:
+            self._bytes -= self._turns.pop(key)[1]
+        size = sum(len(json.dumps(block, default=str)) for turn in turns for block in turn.blocks)
+        self._turns[key] = (turns, size)
+        self._bytes += size
+        while len(self._turns) > 1 and (len(self._turns) > self.limit or self._bytes > self.max_bytes):
+            self._bytes -= self._turns.popitem(last=False)[1][1]
 
     def recall(self, partition: str, response_id: str) -> tuple[Turn, ...]:
-        turns = self._turns.get((partition, response_id))
-        if turns is None:
+        entry = self._turns.get((partition, response_id))
+        if entry is None:
             exc = PreviousResponseNotFound(f"Previous response with id '{response_id}' not found.")
             exc.param = "previous_response_id"  # type: ignore[attr-defined]
             raise exc
         self._turns.move_to_end((partition, response_id))
-        return turns
+        return entry[0]
 
 
 # -- parsing ------------------------------------------------------------------------------------------
@@ -603,7 +611,7 @@ def _turns(items: str | list[Any], flat: dict[tuple[str, str], str]) -> tuple[li
             role, blocks = "assistant", [{"type": "tool_use", "id": item.call_id, "name": name,
                                           "input": _arguments(item.arguments, where)}]  # fmt: skip
         elif isinstance(item, FunctionCallOutputItem):
-            content = item.output if isinstance(item.output, str) else _parts(item.output, where)
+            content = item.output if isinstance(item.output, str) else _parts(item.output, where, remote=False)
             role, blocks = "user", [{"type": "tool_result", "tool_use_id": item.call_id, "content": content}]
         elif isinstance(item, ReasoningItem):
             continue
@@ -650,7 +658,8 @@ def _message_blocks(item: MessageItem, where: str) -> list[Block]:
     return _parts(item.content, where)
 
 
-def _parts(parts: Sequence[Any], where: str) -> list[Block]:
+def _parts(parts: Sequence[Any], where: str, *, remote: bool = True) -> list[Block]:
+    """Content parts as blocks; ``remote``: an image may be an http(s) URL (fetched later, when allowed)."""
     blocks: list[Block] = []
     for n, part in enumerate(parts):
         here = f"{where}.content.{n}"
@@ -661,6 +670,8 @@ def _parts(parts: Sequence[Any], where: str) -> list[Block]:
             if part.image_url is None:
                 raise InvalidRequest(f"{here}: an image needs `image_url` (a data URL); file ids are not available.")
             url = part.image_url
+            if url.startswith(common.REMOTE) and not remote:
+                raise InvalidRequest(f"{here}: an image in a function call's output must be a data URL.")
             blocks.append(
                 common.remote_block(url) if url.startswith(common.REMOTE) else common.data_url_block(url, here)
             )
@@ -679,7 +690,7 @@ def _parts(parts: Sequence[Any], where: str) -> list[Block]:
 def _arguments(arguments: str, where: str) -> dict[str, Any]:
     try:
         value = json.loads(arguments or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidRequest(f"{where}.arguments: not valid JSON.") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"{where}.arguments: must be a JSON object.")
@@ -876,7 +887,8 @@ class _Stream:
         if self.forced_id is None:
             self.forced_id = f"call_{uuid.uuid4().hex[:24]}"
             out += self._call_start(ToolCall(self.forced_id, forced[0].name, {}))
-        return out + self._call_args(self.calls[self.forced_id], chunk)
+        opened = self.calls.get(self.forced_id)
+        return out + (self._call_args(opened, chunk) if opened is not None else [])
 
     def _where(self) -> dict[str, Any]:
         assert self.open is not None
@@ -925,6 +937,8 @@ class _Stream:
         for c in calls:  # calls that were not streamed (a forced call chosen among several)
             if c.id not in self.calls:
                 out += self._call_start(c)
+                if c.id not in self.calls:  # one call per answer, and another was streamed already
+                    continue
                 out += self._call_args(self.calls[c.id], json.dumps(c.arguments))
                 out += self._close(c)
         text = "".join(o["content"][0]["text"] for o in self.output if o["type"] == "message")
