@@ -58,7 +58,9 @@ def uv(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -
     base = {**os.environ, **PROXIES, "UV_CACHE_DIR": UV_CACHE, "UV_NO_PROGRESS": "1", **(env or {})}
     base.pop("UV_OFFLINE", None)
     for offline in ({"UV_OFFLINE": "1"}, {}):  # (an empty UV_OFFLINE is an error to uv, not "online")
-        done = subprocess.run([UV, *args], capture_output=True, text=True, check=False, cwd=cwd, env={**base, **offline})
+        done = subprocess.run(
+            [UV, *args], capture_output=True, text=True, check=False, cwd=cwd, env={**base, **offline}
+        )
         if done.returncode == 0:
             return done
     raise AssertionError(f"uv {' '.join(args)} failed:\n{done.stderr}")
