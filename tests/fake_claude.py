@@ -264,6 +264,9 @@ def _paused() -> None:
 
 
 def main() -> None:
+    # As the real CLI (Node resets its signal mask at start): the plugin's loop thread, which spawns the
+    # CLI, blocks the signals the caller's thread takes, and a child inherits the mask.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     args = sys.argv[1:]
     if args[:1] == ["--version"]:  # answered like the real CLI: `read_version` passes no scenario
         _out(f"{VERSION} (Claude Code)")

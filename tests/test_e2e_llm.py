@@ -208,6 +208,9 @@ def test_a_declined_tool_call_reaches_the_model_as_cancelled(api: FakeAnthropicA
         out, _ = proc.communicate(timeout=30)
     finally:
         os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0 and out.decode().strip().endswith("never sent")
     [result] = tool_results(api.message_requests[1].body)
     assert result["is_error"] is True and "User cancelled tool call" in result["content"]
@@ -220,5 +223,8 @@ def test_ctrl_c_while_a_tool_call_waits_for_approval(api: FakeAnthropicAPI) -> N
         proc.communicate(timeout=30)
     finally:
         os.close(master)
+        if proc.poll() is None:  # a failed wait must not leave the process, or its pipes, to later tests
+            proc.kill()
+            proc.communicate()
     assert proc.returncode != 0
     assert len(api.message_requests) == 1

@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import os
 import queue
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _ITEM, _ERROR, _END = "item", "error", "end"
 EXIT_GRACE_SECONDS = 5.0
+CALLER_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+"""Signals only the caller's thread takes (see :meth:`Background._run`)."""
 
 
 class Background:
@@ -53,6 +56,14 @@ class Background:
         return self._pool
 
     def _run(self) -> None:
+        # Ctrl-C, SIGTERM and SIGHUP must reach the caller's (main) thread: the kernel hands a process's
+        # signal to any thread that does not block it, and one that lands here would leave the main
+        # thread blocked in a read (llm's "Approve tool call?" prompt never saw Ctrl-C). Threads started
+        # from here (asyncio's waitpid watchers) inherit the mask; so do processes spawned from here,
+        # which is why a CLI spawned here unblocks them (Node does so itself; the warm server and the
+        # test's fake CLI too).
+        if hasattr(signal, "pthread_sigmask"):  # (POSIX)
+            signal.pthread_sigmask(signal.SIG_BLOCK, CALLER_SIGNALS)
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from .. import guard, invocation, paths, progress
 from ..errors import ClaudeMaxError
 from ..runner import children
 from ..runner.client import ClaudeCLI
+from ..runner.loop import CALLER_SIGNALS
 from ..runner.session import Timeouts
 from . import connections, keys
 from .app import AppConfig, create_app
@@ -109,6 +111,9 @@ async def _exit_when_idle(engine: Engine, server: uvicorn.Server, seconds: float
 
 
 def run(options: ServeOptions) -> None:
+    # A server started from the plugin's loop thread (the warm server) inherits its blocked signals.
+    if hasattr(signal, "pthread_sigmask"):  # (POSIX)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, CALLER_SIGNALS)
     children.install()  # SIGHUP (uvicorn handles SIGTERM and SIGINT while it serves), atexit
     try:
         cli = ClaudeCLI()
