@@ -48,16 +48,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _kind(known: Sequence[str], default: str = "") -> Callable[[Any], str]:
-    """A discriminator on ``type`` that tags every unknown value ``other`` (refused by name later)."""
-
-    def tag(value: Any) -> str:
-        kind = value.get("type", default) if isinstance(value, dict) else getattr(value, "type", default)
-        return kind if kind in known else "other"
-
-    return tag
-
-
 class CacheControl(_Model):
     """Accepted and dropped: the CLI places its own cache breakpoints."""
 
@@ -96,13 +86,13 @@ class OtherSource(BaseModel):
 
 ImageSource = Annotated[
     Annotated[Base64Source, Tag("base64")] | Annotated[URLSource, Tag("url")] | Annotated[OtherSource, Tag("other")],
-    Discriminator(_kind(("base64", "url"))),
+    Discriminator(common.type_tag(("base64", "url"))),
 ]
 DocumentSource = Annotated[
     Annotated[Base64Source, Tag("base64")]
     | Annotated[PlainTextSource, Tag("text")]
     | Annotated[OtherSource, Tag("other")],
-    Discriminator(_kind(("base64", "text"))),
+    Discriminator(common.type_tag(("base64", "text"))),
 ]
 
 
@@ -163,7 +153,7 @@ ContentBlock = Annotated[
     | Annotated[ThinkingBlock, Tag("thinking")]
     | Annotated[ThinkingBlock, Tag("redacted_thinking")]
     | Annotated[OtherBlock, Tag("other")],
-    Discriminator(_kind(BLOCKS)),
+    Discriminator(common.type_tag(BLOCKS)),
 ]
 
 
@@ -192,7 +182,7 @@ class ServerTool(BaseModel):
 
 Tool = Annotated[
     Annotated[CustomTool, Tag("custom")] | Annotated[ServerTool, Tag("other")],
-    Discriminator(_kind(("custom",), default="custom")),
+    Discriminator(common.type_tag(("custom",), default="custom")),
 ]
 
 

@@ -8,7 +8,7 @@ import binascii
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,3 +268,14 @@ def cut_by_limit(outcome: Outcome) -> bool:
 
 def mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def type_tag(known: Sequence[str], default: str = "") -> Callable[[Any], str]:
+    """A pydantic discriminator on ``type`` that tolerates its absence (``default``) and tags every other
+    value ``other``, so that an unsupported item is refused by name instead of by a union error."""
+
+    def tag(value: Any) -> str:
+        kind = value.get("type", default) if isinstance(value, dict) else getattr(value, "type", default)
+        return kind if kind in known else "other"
+
+    return tag

@@ -53,17 +53,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _kind(default: str, known: Sequence[str]) -> Callable[[Any], str]:
-    """A discriminator on ``type`` that tolerates its absence (``default``) and tags every other value
-    ``other``, so that an unsupported item is refused by name instead of by a pydantic union error."""
-
-    def tag(value: Any) -> str:
-        kind = value.get("type", default) if isinstance(value, dict) else getattr(value, "type", default)
-        return kind if kind in known else "other"
-
-    return tag
-
-
 class InputText(_Model):
     type: Literal["input_text"]
     text: str
@@ -148,7 +137,7 @@ InputItem = Annotated[
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
     | Annotated[ReasoningItem, Tag("reasoning")]
     | Annotated[OtherItem, Tag("other")],
-    Discriminator(_kind("message", ITEMS)),
+    Discriminator(common.type_tag(ITEMS, "message")),
 ]
 
 
@@ -180,7 +169,7 @@ Tool = Annotated[
     Annotated[FunctionTool, Tag("function")]
     | Annotated[NamespaceTool, Tag("namespace")]
     | Annotated[BuiltInTool, Tag("other")],
-    Discriminator(_kind("", ("function", "namespace"))),
+    Discriminator(common.type_tag(("function", "namespace"))),
 ]
 
 
