@@ -8,6 +8,7 @@ for a process that is gone instead of raising.
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -78,3 +79,22 @@ def is_claude(args: list[str]) -> bool:
 def claude_children(parent: int) -> list[int]:
     """PIDs of the running `claude` processes whose parent is ``parent``."""
     return sorted(pid for pid, ppid in parents().items() if ppid == parent and is_running(pid) and is_claude(argv(pid)))
+
+
+def wait_until_blocked(pid: int, timeout: float = 10.0) -> None:
+    """Wait until the process's main thread sleeps in a blocking call (state ``S`` in three readings 20 ms
+    apart), as it does when a user at a prompt presses Ctrl-C.
+
+    A signal sent a moment earlier can land after CPython has handled its last signal check but before
+    the read (or lock wait) starts, and then nothing wakes the read: a race in CPython's ``input()`` that
+    a loaded machine opens and a person cannot hit (seen in the full suite; the main thread sat in
+    ``read(0, …)`` with no signal pending, and a second Ctrl-C ended it).
+    """
+    deadline = time.monotonic() + timeout
+    sleeping = 0
+    while sleeping < 3:
+        assert time.monotonic() < deadline, f"process {pid} never blocked: state {stat(pid)[:1]}"
+        state = stat(pid)[:1]
+        assert state, f"process {pid} is gone"
+        sleeping = sleeping + 1 if state == ["S"] else 0
+        time.sleep(0.02)

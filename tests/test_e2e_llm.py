@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from llm.cli import cli as llm_cli
 
+from . import proctable
 from .conftest import FakeCLI
 from .fakeapi import FakeAnthropicAPI, Reply, ToolUse, tool_results
 
@@ -123,6 +124,7 @@ def test_ctrl_c_kills_the_cli(api: FakeAnthropicAPI) -> None:
             assert proc.stdout is not None
             first = proc.stdout.read(4)
             assert first == "one "
+            proctable.wait_until_blocked(proc.pid)
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=10)
             assert proc.returncode != 0
@@ -219,6 +221,7 @@ def test_a_declined_tool_call_reaches_the_model_as_cancelled(api: FakeAnthropicA
 def test_ctrl_c_while_a_tool_call_waits_for_approval(api: FakeAnthropicAPI) -> None:
     proc, master = approval_prompt(api)
     try:
+        proctable.wait_until_blocked(proc.pid)  # reading the answer
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     finally:

@@ -66,6 +66,8 @@ def test_a_signal_to_llm_ends_its_cli_and_nothing_more_is_sent(stalled: FakeAnth
             assert _wait_for(lambda: len(stalled.message_requests) == 1), "the prompt never reached the fake API"
             cli = _claude_below(proc.pid)
             assert len(cli) == 1, cli
+            if sig is signal.SIGINT:  # Python's handler: it must find the main thread waiting, as a user's does
+                proctable.wait_until_blocked(proc.pid)
             proc.send_signal(sig)
             proc.wait(timeout=15)
         finally:

@@ -182,6 +182,7 @@ def test_ctrl_c_through_the_warm_server_ends_the_prompt_and_its_cli(api: FakeAnt
         try:
             assert proc.stdout is not None
             assert proc.stdout.read(4) == "one "
+            proctable.wait_until_blocked(proc.pid)
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=20)
             assert proc.returncode != 0

@@ -56,12 +56,12 @@ class Background:
         return self._pool
 
     def _run(self) -> None:
-        # Ctrl-C, SIGTERM and SIGHUP must reach the caller's (main) thread: the kernel hands a process's
-        # signal to any thread that does not block it, and one that lands here would leave the main
-        # thread blocked in a read (llm's "Approve tool call?" prompt never saw Ctrl-C). Threads started
-        # from here (asyncio's waitpid watchers) inherit the mask; so do processes spawned from here,
-        # which is why a CLI spawned here unblocks them (Node does so itself; the warm server and the
-        # test's fake CLI too).
+        # Ctrl-C, SIGTERM and SIGHUP must reach the caller's (main) thread: a kernel may hand a process's
+        # signal to any thread that does not block it (Linux prefers the main thread, but not while it
+        # has a signal pending), and one that lands here would leave the main thread blocked in a read
+        # such as llm's "Approve tool call?" prompt. Threads started from here (asyncio's waitpid
+        # watchers) inherit the mask; so do processes spawned from here, which is why a CLI spawned here
+        # unblocks them (Node does so itself; the warm server and the test's fake CLI too).
         if hasattr(signal, "pthread_sigmask"):  # (POSIX)
             signal.pthread_sigmask(signal.SIG_BLOCK, CALLER_SIGNALS)
         asyncio.set_event_loop(self.loop)
