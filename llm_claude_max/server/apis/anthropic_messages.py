@@ -44,8 +44,7 @@ from .openai_chat import Extension
 # -- request models -----------------------------------------------------------------------------------
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+_Model = common.StrictModel
 
 
 class CacheControl(_Model):

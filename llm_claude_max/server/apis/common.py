@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ... import catalog
 from ...content import Block, media_block
@@ -26,6 +26,13 @@ IGNORED_HEADER = "X-Claude-Max-Ignored"
 DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$", re.DOTALL)
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 REMOTE = ("http://", "https://")
+
+
+class StrictModel(BaseModel):
+    """The base of every request model: strict, as OpenAI's and Anthropic's APIs are ("yes" is not a
+    boolean, true is not a number), and an unknown field is an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def resolve_model(model: Any) -> tuple[str, str | None]:

@@ -41,9 +41,7 @@ from . import common
 # -- request models -----------------------------------------------------------------------------------
 
 
-class _Model(BaseModel):
-    # Strict, as OpenAI's API is: "yes" is not a boolean, true is not a number.
-    model_config = ConfigDict(extra="forbid", strict=True)
+_Model = common.StrictModel
 
 
 class TextPart(_Model):

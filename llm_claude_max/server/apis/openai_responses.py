@@ -48,9 +48,7 @@ from .openai_chat import Extension
 # -- request models -----------------------------------------------------------------------------------
 
 
-class _Model(BaseModel):
-    # Strict, as OpenAI's API is: "yes" is not a boolean, true is not a number.
-    model_config = ConfigDict(extra="forbid", strict=True)
+_Model = common.StrictModel
 
 
 class InputText(_Model):
