@@ -17,15 +17,19 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from llm_claude_max import config, invocation, routes
+from llm_claude_max.runner.client import ClaudeCLI
 from llm_claude_max.runner.locate import TESTED_VERSION
+from llm_claude_max.server.app import AppConfig, create_app
+from llm_claude_max.server.engine import Engine, EngineConfig
 
 from . import proctable
 from .fakeapi import FakeAnthropicAPI
@@ -215,6 +219,19 @@ def fake_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeCLI:
     monkeypatch.setenv("FAKE_CLAUDE_SCENARIO", str(fake.dir / "scenario.json"))
     monkeypatch.setenv("FAKE_CLAUDE_LOG", str(fake.dir / "log.jsonl"))
     return fake
+
+
+# -- the server app in this process ------------------------------------------------------------------------
+@pytest.fixture
+async def app_client() -> AsyncIterator[httpx.AsyncClient]:
+    """The server app in this process (no pool), over ASGI."""
+    engine = Engine(ClaudeCLI(), EngineConfig(pool_size=0))
+    app = create_app(engine, AppConfig())
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+            yield client
+    finally:
+        await engine.stop()
 
 
 # -- `claude-max serve` as a subprocess -------------------------------------------------------------------

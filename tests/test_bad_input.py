@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +19,13 @@ from llm_claude_max import validation
 from llm_claude_max.errors import InvalidRequest
 from llm_claude_max.runner import promptfile
 from llm_claude_max.runner.client import ClaudeCLI
-from llm_claude_max.server.app import AppConfig, create_app
-from llm_claude_max.server.engine import Engine, EngineConfig
 
 from . import proctable
 from .conftest import FakeCLI
 from .fakeapi import FakeAnthropicAPI, Reply
+from .llm_command import LLM
 
-LLM = str(Path(sys.executable).parent / "llm")
 SURROGATE = "a\ud800b"
-
-
-@pytest.fixture
-async def app_client() -> AsyncIterator[httpx.AsyncClient]:
-    engine = Engine(ClaudeCLI(), EngineConfig(pool_size=0))
-    app = create_app(engine, AppConfig())
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
-            yield client
-    finally:
-        await engine.stop()
 
 
 # -- the rules -------------------------------------------------------------------------------------

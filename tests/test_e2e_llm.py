@@ -7,8 +7,6 @@ import os
 import pty
 import signal
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,21 +16,14 @@ from llm.cli import cli as llm_cli
 from . import proctable
 from .conftest import FakeCLI
 from .fakeapi import FakeAnthropicAPI, Reply, ToolUse, tool_results
+from .llm_command import LLM, llm_mid_answer, llm_run
 
 pytestmark = pytest.mark.real_cli
-
-LLM = str(Path(sys.executable).parent / "llm")
 
 
 @pytest.fixture
 def api(real_cli: FakeAnthropicAPI, login: Path) -> FakeAnthropicAPI:
     return real_cli
-
-
-def llm_run(*args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [LLM, *args], capture_output=True, text=True, check=False, input=input, timeout=timeout, env=os.environ.copy()
-    )
 
 
 def test_prompt_continue_and_logs_via_cli_runner(api: FakeAnthropicAPI) -> None:
@@ -111,27 +102,11 @@ def test_errors_never_show_a_traceback(api: FakeAnthropicAPI) -> None:
 
 
 def test_ctrl_c_kills_the_cli(api: FakeAnthropicAPI) -> None:
-    gate = threading.Event()
-    api.enqueue(Reply(text="one two three", gate=gate, gate_timeout=30))
-    with subprocess.Popen(
-        [LLM, "-m", "claude-max", "hi"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            first = proc.stdout.read(4)
-            assert first == "one "
-            proctable.wait_until_blocked(proc.pid)
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=10)
-            assert proc.returncode != 0
-        finally:
-            gate.set()
-            if proc.poll() is None:
-                proc.kill()
+    with llm_mid_answer(api) as proc:
+        proctable.wait_until_blocked(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert proc.returncode != 0
     # the orphan check (conftest) fails the test if `claude` survived
 
 

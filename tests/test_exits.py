@@ -28,9 +28,9 @@ from . import fake_claude as fc
 from . import proctable
 from .conftest import FakeCLI
 from .fakeapi import FakeAnthropicAPI, Reply
+from .llm_command import LLM
 from .server_process import start_server
 
-LLM = str(Path(sys.executable).parent / "llm")
 RETRY_MS = 1500
 
 

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +15,19 @@ from llm_claude_max import guard
 from llm_claude_max.errors import CLICrashed, PromptTooLong
 from llm_claude_max.runner.client import ClaudeCLI
 from llm_claude_max.runner.command import CommandSpec
-from llm_claude_max.server.app import AppConfig, create_app
-from llm_claude_max.server.engine import Engine, EngineConfig
 
 from . import fake_claude as fc
 from . import proctable
 from .conftest import FakeCLI
 from .fakeapi import FakeAnthropicAPI, Reply
+from .llm_command import llm_mid_answer, llm_run
 
-LLM = str(Path(sys.executable).parent / "llm")
 BODY = {"model": "claude-max", "messages": [{"role": "user", "content": "hi"}]}
 
 
 async def prompt() -> str:
     cli = ClaudeCLI()
     return "".join([getattr(e, "text", "") async for e in cli.prompt(CommandSpec(), "hi", policy=guard.Policy())])
-
-
-@pytest.fixture
-async def app_client() -> AsyncIterator[httpx.AsyncClient]:
-    """The server app in this process (no pool), over ASGI."""
-    engine = Engine(ClaudeCLI(), EngineConfig(pool_size=0))
-    app = create_app(engine, AppConfig())
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
-            yield client
-    finally:
-        await engine.stop()
 
 
 @pytest.mark.parametrize(
@@ -82,24 +64,10 @@ async def test_a_crash_mid_stream_ends_the_stream_with_a_502_event(
 
 @pytest.mark.real_cli
 def test_llm_reports_a_cli_killed_by_something_else(real_cli: FakeAnthropicAPI, login: Path) -> None:
-    gate = threading.Event()
-    real_cli.enqueue(Reply(text="one two three", gate=gate, gate_timeout=30))
-    with subprocess.Popen(
-        [LLM, "-m", "claude-max", "hi"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    ) as proc:
-        try:
-            assert proc.stdout is not None and proc.stdout.read(4) == "one "
-            (cli,) = proctable.claude_children(proc.pid)
-            os.kill(cli, signal.SIGKILL)  # the OOM killer, say
-            _, stderr = proc.communicate(timeout=30)
-        finally:
-            gate.set()
-            if proc.poll() is None:
-                proc.kill()
+    with llm_mid_answer(real_cli) as proc:
+        (cli,) = proctable.claude_children(proc.pid)
+        os.kill(cli, signal.SIGKILL)  # the OOM killer, say
+        _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "killed by signal SIGKILL (not by llm-claude-max)" in stderr and "Traceback" not in stderr
 
@@ -112,9 +80,7 @@ def test_a_prompt_too_long_is_the_callers_400(real_cli: FakeAnthropicAPI, login:
         error_message="prompt is too long: 208310 tokens > 200000 maximum",
     )
     real_cli.default = too_long
-    done = subprocess.run(
-        [LLM, "-m", "claude-max", "hi"], capture_output=True, text=True, env=os.environ.copy(), timeout=60, check=False
-    )
+    done = llm_run("-m", "claude-max", "hi")
     assert done.returncode == 1
     assert done.stderr.startswith("Error: The prompt is too long for the model: Prompt is too long")
     assert len(real_cli.message_requests) == 1  # not retried

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +19,10 @@ from llm_claude_max.server import records
 
 from . import proctable
 from .fakeapi import FakeAnthropicAPI, Reply, ToolUse, five_hour_limit_headers, tool_results
+from .llm_command import llm_mid_answer, llm_run
 
 pytestmark = pytest.mark.real_cli
 
-LLM = str(Path(sys.executable).parent / "llm")
 FUNCTIONS = "def multiply(a: int, b: int) -> int:\n    'Multiply two integers.'\n    return a * b\n"
 
 
@@ -33,12 +30,6 @@ FUNCTIONS = "def multiply(a: int, b: int) -> int:\n    'Multiply two integers.'\
 def api(real_cli: FakeAnthropicAPI, login: Path) -> Iterator[FakeAnthropicAPI]:
     yield real_cli
     warm.stop(os.environ, every=True)  # whatever a test started ends with it (and its CLI processes)
-
-
-def llm_run(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [LLM, *args], capture_output=True, text=True, check=False, timeout=timeout, env=env or os.environ.copy()
-    )
 
 
 def last_log() -> dict[str, Any]:
@@ -170,26 +161,11 @@ def test_on_demand_it_starts_after_a_prompt_and_stops_when_idle(api: FakeAnthrop
 
 def test_ctrl_c_through_the_warm_server_ends_the_prompt_and_its_cli(api: FakeAnthropicAPI) -> None:
     start_warm()
-    gate = threading.Event()
-    api.enqueue(Reply(text="one two three", gate=gate, gate_timeout=30))
-    with subprocess.Popen(
-        [LLM, "-m", "claude-max", "hi"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.read(4) == "one "
-            proctable.wait_until_blocked(proc.pid)
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=20)
-            assert proc.returncode != 0
-        finally:
-            gate.set()
-            if proc.poll() is None:
-                proc.kill()
+    with llm_mid_answer(api) as proc:
+        proctable.wait_until_blocked(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    assert proc.returncode != 0
     # The server stopped that prompt's CLI (it did not finish: never reused); its spare was replaced.
     server = warm.find(os.environ)
     assert server is not None
