@@ -18,7 +18,8 @@ Scenario keys:
                {"die": "KILL"} (killed by something else: the OOM killer, a `kill -9`)
                {"ignore_sigterm": true} (a CLI too busy to exit on SIGTERM: only SIGKILL stops it)
                {"paused": true} (parked at a tool call, like the real CLI: input closing now would make one
-               more API request, logged as {"paused_stdin_eof": true}; SIGTERM exits 143 after 0.3 s)
+               more API request, logged as {"paused_stdin_eof": true}; SIGTERM exits 143 after 0.3 s;
+               logs {"paused": true} once parked)
   turns        a list of step lists, one per user message (the last one repeats); overrides steps
 """
 
@@ -252,6 +253,7 @@ def _paused() -> None:
     """Wait at a tool call. The exit on SIGTERM is delayed so that input closed before the signal is seen."""
     dying_at: list[float] = []
     signal.signal(signal.SIGTERM, lambda *a: dying_at.append(time.monotonic() + 0.3))
+    _log({"pid": os.getpid(), "paused": True})  # from here on, SIGTERM is seen as by a parked CLI
     watching = True
     while not dying_at or time.monotonic() < dying_at[0]:
         if watching and select.select([0], [], [], 0.05)[0] and not os.read(0, 65536):

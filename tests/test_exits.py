@@ -193,6 +193,12 @@ async def test_a_cli_paused_at_a_tool_call_is_signalled_before_its_input_closes(
     task = asyncio.create_task(consume())
     try:
         await asyncio.wait_for(started.wait(), 30)
+        # Parked, as the real CLI is once it has shown the call (a signal a moment earlier would end the
+        # fake before it could tell which came first).
+        deadline = time.monotonic() + 30
+        while not any(entry.get("paused") for entry in fake_cli.log()):
+            assert time.monotonic() < deadline, "the fake CLI never parked"
+            await asyncio.sleep(0.02)
     finally:
         task.cancel()  # the caller gives up: the runner kills the CLI
         with pytest.raises(asyncio.CancelledError):
