@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -889,7 +891,15 @@ def _any_turn(server: Server, messages: list[Message], model: str) -> Turn:
 
 
 # -- tools ----------------------------------------------------------------------------------------
-FUNCTIONS = "def multiply(a: int, b: int) -> int:\n    'Multiply two integers.'\n    return a * b\n"
+STAMPED_FUNCTIONS = """\
+def multiply(a: int, b: int) -> int:
+    'Multiply two integers.'
+    import os, time
+
+    with open(os.environ["BENCH_TOOL_STAMP"], "a") as stamps:  # when llm runs the tool (a system-wide clock)
+        stamps.write(f"{time.monotonic()}\\n")
+    return a * b
+"""
 
 
 def bench_tools(runs: int) -> Report:
@@ -899,24 +909,34 @@ def bench_tools(runs: int) -> Report:
     from tests.fakeapi import Reply, ToolUse
 
     round_trips: list[float] = []
+    to_tool: list[float] = []
+    from_tool: list[float] = []
     colds: list[float] = []
     with Sandbox() as sandbox:
-        command = sandbox.llm("llm --functions", "-m", "claude-max", "--functions", FUNCTIONS, "what is 3*7")
+        stamps = sandbox.root / "tool-stamps"
+        command = sandbox.llm("llm --functions", "-m", "claude-max", "--functions", STAMPED_FUNCTIONS, "what is 3*7")
+        command.env["BENCH_TOOL_STAMP"] = str(stamps)
         for _ in range(runs):
             sandbox.api.requests.clear()
+            stamps.unlink(missing_ok=True)
             sandbox.api.enqueue(Reply(text="", tool_uses=[ToolUse("multiply", {"a": 3, "b": 7})]), Reply(text="21"))
             started = time.monotonic()
             run(command, sandbox, expect=b"21")
             first, second = sandbox.api.message_requests[:2]
             if first.answered_at is None:
                 raise BenchError("the fake API did not finish its tool-call answer")
+            (ran,) = map(float, stamps.read_text().split())
             round_trips.append(second.at - first.answered_at)
+            to_tool.append(ran - first.answered_at)
+            from_tool.append(second.at - ran)
             colds.append(first.at - started)
         leftovers = sandbox.leftovers
     trip, cold = Stats.of(round_trips), Stats.of(colds)
     ratio = trip.median / cold.median
     rows = [
         time_row("tool round trip: end of the tool call -> next upstream request", trip),
+        time_row("of which: end of the tool call -> llm runs the tool", Stats.of(to_tool)),
+        time_row("of which: llm runs the tool -> next upstream request", Stats.of(from_tool)),
         time_row("cold: llm launched -> first upstream request", cold),
         ratio_row("round trip / cold", ratio, [a / b for a, b in zip(round_trips, colds, strict=True)]),
     ]
@@ -927,7 +947,65 @@ def bench_tools(runs: int) -> Report:
         rows,
         [Check("tool round trip, median ms", round(trip.median * 1000, 1), 50)],
         ["the round trip includes llm running the tool and the CLI writing the result upstream"],
-        {"round_trip_seconds": round_trips, "cold_seconds": colds, "ratio": ratio, "leftovers": leftovers},
+        {
+            "round_trip_seconds": round_trips,
+            "to_tool_seconds": to_tool,
+            "from_tool_seconds": from_tool,
+            "cold_seconds": colds,
+            "ratio": ratio,
+            "leftovers": leftovers,
+        },
+    )
+
+
+TRACE_SEGMENTS = {
+    "hook": ("the tool call's last byte sent -> the CLI asks the plugin's hook", "CLI"),
+    "deferred": ("-> the plugin answers defer", "plugin"),
+    "result": ("-> the CLI ends the step (its result read)", "CLI"),
+    "tool": ("-> llm runs the tool", "plugin and llm"),
+    "written": ("-> the plugin writes the result to the paused CLI", "llm and plugin"),
+    "request": ("-> the CLI's next upstream request", "CLI"),
+}
+
+
+def bench_tools_trace(runs: int) -> Report:
+    """Where a tool round trip in the plugin goes: the moments of :mod:`bench.tooltrace` (an llm chain in a
+    child process, stamped inside the plugin) beside the fake API's, segment by segment."""
+    from tests.fakeapi import Reply, ToolUse
+
+    segments: dict[str, list[float]] = {name: [] for name in TRACE_SEGMENTS}
+    with Sandbox() as sandbox:
+        child = [sys.executable, str(Path(__file__).with_name("tooltrace.py"))]
+        command = Command("tool trace", child, sandbox.plugin_env(), sandbox.root)
+        for _ in range(runs):
+            sandbox.api.requests.clear()
+            sandbox.api.enqueue(Reply(text="", tool_uses=[ToolUse("multiply", {"a": 3, "b": 7})]), Reply(text="21"))
+            done = run(command, sandbox)
+            first, second = sandbox.api.message_requests[:2]
+            if first.answered_at is None:
+                raise BenchError("the fake API did not finish its tool-call answer")
+            moments = {"start": first.answered_at, **json.loads(done.stdout), "request": second.at}
+            for before, name in itertools.pairwise(moments):
+                segments[name].append(moments[name] - moments[before])
+        leftovers = sandbox.leftovers
+
+    def row(label: str, who: str, samples: list[float]) -> list[str]:
+        stats = Stats.of(samples)
+        spread = f"{stats.low * 1000:.1f} – {stats.high * 1000:.1f} ms"
+        return [label, who, f"{stats.median * 1000:.1f} ms", spread, str(stats.n)]
+
+    rows = [row(label, who, segments[name]) for name, (label, who) in TRACE_SEGMENTS.items()]
+    rows.append(row("tool round trip (the sum)", "", [sum(parts) for parts in zip(*segments.values(), strict=True)]))
+    medians = {name: Stats.of(samples).median for name, samples in segments.items()}
+    cli = sum(medians[name] for name, (_, who) in TRACE_SEGMENTS.items() if who == "CLI")
+    return Report(
+        "tools-trace",
+        "Where a tool round trip in the plugin goes, segment by segment",
+        ["segment", "whose work", "median", "min – max", "runs"],
+        rows,
+        [],
+        [f"the CLI's segments: {cli * 1000:.1f} ms of the {sum(medians.values()) * 1000:.1f} ms the medians add up to"],
+        {"segments_seconds": segments, "leftovers": leftovers},
     )
 
 
@@ -1031,6 +1109,7 @@ BENCHMARKS: dict[str, tuple[Callable[[int], Report], int]] = {
     "doctor": (bench_doctor, 10),
     "server": (bench_server, 10),
     "tools": (bench_tools, 10),
+    "tools-trace": (bench_tools_trace, 10),
     "server-tools": (bench_server_tools, 10),
     "warm": (bench_warm, 10),
     "compare": (bench_compare, 10),
