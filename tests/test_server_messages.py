@@ -183,12 +183,9 @@ async def test_pydantic_ai_anthropic_model_with_a_tool(server: Server, real_cli:
 def test_the_documented_example_runs(
     server: Server, real_cli: FakeAnthropicAPI, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from .test_server_responses import documented
+    from .test_server_responses import run_documented
 
     real_cli.enqueue(Reply(text="", tool_uses=[ToolUse("get_weather", {"city": "Paris"})]), Reply(text="Sunny."))
-    code = documented("## The Anthropic Messages API").replace("http://127.0.0.1:8765", server.url)
-    namespace: dict[str, Any] = {}
-    exec(compile(code, "docs/server.md", "exec"), namespace)
-    namespace["client"].close()
+    run_documented("## The Anthropic Messages API", "http://127.0.0.1:8765", server.url)
     assert capsys.readouterr().out == "Sunny.\nHello from the fake API."
     assert tool_results(real_cli.message_requests[1].body)[0]["content"] == "22C, sunny"

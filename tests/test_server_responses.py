@@ -193,14 +193,19 @@ def documented(marker: str, language: str = "python") -> str:
     return text.split(f"```{language}\n", 1)[1].split("```", 1)[0]
 
 
+def run_documented(marker: str, documented_url: str, url: str) -> None:
+    """Run the example after ``marker`` in docs/server.md against ``url`` (its ``client`` closed after)."""
+    code = documented(marker).replace(documented_url, url)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/server.md", "exec"), namespace)
+    namespace["client"].close()
+
+
 def test_the_documented_example_runs(
     server: Server, real_cli: FakeAnthropicAPI, capsys: pytest.CaptureFixture[str]
 ) -> None:
     real_cli.enqueue(Reply(text="", tool_uses=[ToolUse("get_weather", {"city": "Paris"})]), Reply(text="Sunny, 22C."))
-    code = documented("## The Responses API").replace("http://127.0.0.1:8765/v1", server.base)
-    namespace: dict[str, Any] = {}
-    exec(compile(code, "docs/server.md", "exec"), namespace)
-    namespace["client"].close()
+    run_documented("## The Responses API", "http://127.0.0.1:8765/v1", server.base)
     assert capsys.readouterr().out == "Sunny, 22C.\n"
     assert tool_results(real_cli.message_requests[1].body)[0]["content"] == "22C, sunny"
 
