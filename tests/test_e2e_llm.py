@@ -143,6 +143,24 @@ def test_functions_through_the_llm_command(api: FakeAnthropicAPI) -> None:
     assert logs[1]["tool_results"][0]["output"] == "21"
 
 
+def test_llm_chat_with_tools(api: FakeAnthropicAPI) -> None:
+    """`llm chat --functions`: a tool step in the first message, and the chat goes on in the same conversation."""
+    api.enqueue(
+        Reply(text="", tool_uses=[ToolUse("multiply", {"a": 3, "b": 7})]),
+        Reply(text="3*7 is 21."),
+        Reply(text="And doubled, 42."),
+    )
+    result = llm_run("chat", "-m", "claude-max", "--functions", FUNCTIONS, input="what is 3*7\nand doubled?\nquit\n")
+    assert result.returncode == 0, result.stderr
+    assert "3*7 is 21." in result.stdout and "And doubled, 42." in result.stdout
+    assert tool_results(api.message_requests[1].body)[0]["content"] == "21"
+    # the second chat message continues the conversation: its request carries the tool step too
+    third = [m for m in api.message_requests[2].body["messages"] if m["role"] != "system"]
+    assert [m["role"] for m in third] == ["user", "assistant", "user", "assistant", "user"]
+    assert tool_results({"messages": third[:3]})[0]["content"] == "21"
+    assert third[-1]["content"][-1]["text"] == "and doubled?"
+
+
 def test_a_tool_plugin_from_pypi(api: FakeAnthropicAPI) -> None:
     """`llm -m claude-max -T simple_eval 'what is 3*7'`, with llm-tools-simpleeval installed."""
     api.enqueue(Reply(text="", tool_uses=[ToolUse("simple_eval", {"expression": "3*7"})]), Reply(text="It is 21."))
