@@ -39,40 +39,38 @@ from ...runner.session import (
 from ...tools import ToolCall, ToolSpec
 from ..exchange import Call, Step
 from . import common
+from .common import StrictModel
 from .openai_chat import Extension
 
 # -- request models -----------------------------------------------------------------------------------
 
 
-_Model = common.StrictModel
-
-
-class CacheControl(_Model):
+class CacheControl(StrictModel):
     """Accepted and dropped: the CLI places its own cache breakpoints."""
 
     type: Literal["ephemeral"]
     ttl: Literal["5m", "1h"] | None = None
 
 
-class TextBlock(_Model):
+class TextBlock(StrictModel):
     type: Literal["text"]
     text: str
     cache_control: CacheControl | None = None
     citations: list[Any] | None = None
 
 
-class Base64Source(_Model):
+class Base64Source(StrictModel):
     type: Literal["base64"]
     media_type: str
     data: str
 
 
-class URLSource(_Model):
+class URLSource(StrictModel):
     type: Literal["url"]
     url: str
 
 
-class PlainTextSource(_Model):
+class PlainTextSource(StrictModel):
     type: Literal["text"]
     media_type: Literal["text/plain"]
     data: str
@@ -95,13 +93,13 @@ DocumentSource = Annotated[
 ]
 
 
-class ImageBlock(_Model):
+class ImageBlock(StrictModel):
     type: Literal["image"]
     source: ImageSource
     cache_control: CacheControl | None = None
 
 
-class DocumentBlock(_Model):
+class DocumentBlock(StrictModel):
     type: Literal["document"]
     source: DocumentSource
     title: str | None = None
@@ -110,7 +108,7 @@ class DocumentBlock(_Model):
     cache_control: CacheControl | None = None
 
 
-class ToolUseBlock(_Model):
+class ToolUseBlock(StrictModel):
     type: Literal["tool_use"]
     id: str
     name: str
@@ -122,7 +120,7 @@ class ToolUseBlock(_Model):
 ResultPart = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]
 
 
-class ToolResultBlock(_Model):
+class ToolResultBlock(StrictModel):
     type: Literal["tool_result"]
     tool_use_id: str
     content: str | list[ResultPart] | None = None
@@ -156,12 +154,12 @@ ContentBlock = Annotated[
 ]
 
 
-class MessageParam(_Model):
+class MessageParam(StrictModel):
     role: Literal["user", "assistant"]
     content: str | list[ContentBlock]
 
 
-class CustomTool(_Model):
+class CustomTool(StrictModel):
     type: Literal["custom"] | None = None
     name: str
     description: str | None = None
@@ -185,29 +183,29 @@ Tool = Annotated[
 ]
 
 
-class ToolChoice(_Model):
+class ToolChoice(StrictModel):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
 
 
-class Thinking(_Model):
+class Thinking(StrictModel):
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = None
     display: Literal["summarized", "omitted"] | None = None
 
 
-class OutputFormat(_Model):
+class OutputFormat(StrictModel):
     type: Literal["json_schema"]
     schema_: dict[str, Any] = Field(alias="schema")
 
 
-class OutputConfig(_Model):
+class OutputConfig(StrictModel):
     effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
     format: OutputFormat | None = None
 
 
-class Metadata(_Model):
+class Metadata(StrictModel):
     user_id: str | None = None
 
 

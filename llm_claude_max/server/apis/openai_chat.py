@@ -37,40 +37,38 @@ from ...runner.session import (
 from ...tools import ToolCall, ToolSpec
 from ..exchange import Call, Step
 from . import common
+from .common import StrictModel
 
 # -- request models -----------------------------------------------------------------------------------
 
 
-_Model = common.StrictModel
-
-
-class TextPart(_Model):
+class TextPart(StrictModel):
     type: Literal["text"]
     text: str
 
 
-class RefusalPart(_Model):
+class RefusalPart(StrictModel):
     type: Literal["refusal"]
     refusal: str
 
 
-class ImageURL(_Model):
+class ImageURL(StrictModel):
     url: str
     detail: Literal["auto", "low", "high"] | None = None
 
 
-class ImagePart(_Model):
+class ImagePart(StrictModel):
     type: Literal["image_url"]
     image_url: ImageURL | str
 
 
-class FileData(_Model):
+class FileData(StrictModel):
     file_data: str | None = None
     filename: str | None = None
     file_id: str | None = None
 
 
-class FilePart(_Model):
+class FilePart(StrictModel):
     type: Literal["file"]
     file: FileData
 
@@ -78,30 +76,30 @@ class FilePart(_Model):
 UserPart = Annotated[TextPart | ImagePart | FilePart, Field(discriminator="type")]
 
 
-class FunctionCall(_Model):
+class FunctionCall(StrictModel):
     name: str
     arguments: str
 
 
-class ToolCallIn(_Model):
+class ToolCallIn(StrictModel):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class SystemMessage(_Model):
+class SystemMessage(StrictModel):
     role: Literal["system", "developer"]
     content: str | list[TextPart]
     name: str | None = None
 
 
-class UserMessage(_Model):
+class UserMessage(StrictModel):
     role: Literal["user"]
     content: str | list[UserPart]
     name: str | None = None
 
 
-class AssistantMessage(_Model):
+class AssistantMessage(StrictModel):
     role: Literal["assistant"]
     content: str | list[TextPart | RefusalPart] | None = None
     tool_calls: list[ToolCallIn] | None = None
@@ -111,7 +109,7 @@ class AssistantMessage(_Model):
     reasoning_content: str | None = None
 
 
-class ToolMessage(_Model):
+class ToolMessage(StrictModel):
     role: Literal["tool"]
     content: str | list[TextPart]
     tool_call_id: str
@@ -119,7 +117,7 @@ class ToolMessage(_Model):
     """Not in OpenAI's schema, but its API accepts it and clients send it (instructor's retries)."""
 
 
-class FunctionMessage(_Model):
+class FunctionMessage(StrictModel):
     role: Literal["function"]
     name: str
     content: str | None = None
@@ -130,45 +128,45 @@ Message = Annotated[
 ]
 
 
-class FunctionDef(_Model):
+class FunctionDef(StrictModel):
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class ToolDef(_Model):
+class ToolDef(StrictModel):
     type: Literal["function"]
     function: FunctionDef
 
 
-class NamedFunction(_Model):
+class NamedFunction(StrictModel):
     name: str
 
 
-class NamedToolChoice(_Model):
+class NamedToolChoice(StrictModel):
     type: Literal["function"]
     function: NamedFunction
 
 
-class JSONSchemaFormat(_Model):
+class JSONSchemaFormat(StrictModel):
     name: str | None = None
     description: str | None = None
     schema_: dict[str, Any] = Field(alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(_Model):
+class ResponseFormat(StrictModel):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaFormat | None = None
 
 
-class StreamOptions(_Model):
+class StreamOptions(StrictModel):
     include_usage: bool | None = None
     include_obfuscation: bool | None = None
 
 
-class Extension(_Model):
+class Extension(StrictModel):
     """``claude_max``: options of this server (what `llm` sends through it)."""
 
     effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None

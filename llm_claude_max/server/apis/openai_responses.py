@@ -43,27 +43,25 @@ from ...runner.session import (
 from ...tools import ToolCall, ToolSpec
 from ..exchange import Call, Step
 from . import common, openai_chat
+from .common import StrictModel
 from .openai_chat import Extension
 
 # -- request models -----------------------------------------------------------------------------------
 
 
-_Model = common.StrictModel
-
-
-class InputText(_Model):
+class InputText(StrictModel):
     type: Literal["input_text"]
     text: str
 
 
-class InputImage(_Model):
+class InputImage(StrictModel):
     type: Literal["input_image"]
     image_url: str | None = None
     file_id: str | None = None
     detail: Literal["auto", "low", "high", "original"] | None = None
 
 
-class InputFile(_Model):
+class InputFile(StrictModel):
     type: Literal["input_file"]
     file_data: str | None = None
     file_id: str | None = None
@@ -71,14 +69,14 @@ class InputFile(_Model):
     filename: str | None = None
 
 
-class OutputText(_Model):
+class OutputText(StrictModel):
     type: Literal["output_text"]
     text: str
     annotations: list[Any] | None = None
     logprobs: list[Any] | None = None
 
 
-class RefusalContent(_Model):
+class RefusalContent(StrictModel):
     type: Literal["refusal"]
     refusal: str
 
@@ -87,7 +85,7 @@ Part = Annotated[InputText | InputImage | InputFile | OutputText | RefusalConten
 InputPart = Annotated[InputText | InputImage | InputFile, Field(discriminator="type")]
 
 
-class MessageItem(_Model):
+class MessageItem(StrictModel):
     """A message (also OpenAI's "easy" input message without ``type``)."""
 
     type: Literal["message"] = "message"
@@ -98,7 +96,7 @@ class MessageItem(_Model):
     phase: Literal["commentary", "final_answer"] | None = None
 
 
-class FunctionCallItem(_Model):
+class FunctionCallItem(StrictModel):
     type: Literal["function_call"]
     call_id: str
     name: str
@@ -108,7 +106,7 @@ class FunctionCallItem(_Model):
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
-class FunctionCallOutputItem(_Model):
+class FunctionCallOutputItem(StrictModel):
     type: Literal["function_call_output"]
     call_id: str
     output: str | list[InputPart]
@@ -139,7 +137,7 @@ InputItem = Annotated[
 ]
 
 
-class FunctionTool(_Model):
+class FunctionTool(StrictModel):
     type: Literal["function"]
     name: str
     description: str | None = None
@@ -147,7 +145,7 @@ class FunctionTool(_Model):
     strict: bool | None = None
 
 
-class NamespaceTool(_Model):
+class NamespaceTool(StrictModel):
     """Function tools grouped under a name (the Codex CLI sends its sub-agent tools so)."""
 
     type: Literal["namespace"]
@@ -171,25 +169,25 @@ Tool = Annotated[
 ]
 
 
-class NamedFunctionChoice(_Model):
+class NamedFunctionChoice(StrictModel):
     type: Literal["function"]
     name: str
     namespace: str | None = None
 
 
-class AllowedTool(_Model):
+class AllowedTool(StrictModel):
     type: Literal["function"]
     name: str
     namespace: str | None = None
 
 
-class AllowedTools(_Model):
+class AllowedTools(StrictModel):
     type: Literal["allowed_tools"]
     mode: Literal["auto", "required"]
     tools: list[AllowedTool]
 
 
-class TextFormat(_Model):
+class TextFormat(StrictModel):
     type: Literal["text", "json_object", "json_schema"]
     name: str | None = None
     description: str | None = None
@@ -197,12 +195,12 @@ class TextFormat(_Model):
     strict: bool | None = None
 
 
-class TextConfig(_Model):
+class TextConfig(StrictModel):
     format: TextFormat | None = None
     verbosity: Literal["low", "medium", "high"] | None = None
 
 
-class ReasoningConfig(_Model):
+class ReasoningConfig(StrictModel):
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     summary: Literal["auto", "concise", "detailed"] | None = None
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
